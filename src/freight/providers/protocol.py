@@ -1,0 +1,89 @@
+"""What every provider adapter implements. Nothing outside `freight.providers` names a provider.
+
+Adapters are discovered through the `freight.providers` entry-point group (see pyproject.toml), so a new provider is
+a new module plus one line of packaging, not a branch in the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from freight.domain import Batch, Errored, ErrorKind, FreightError, Request, Result, Succeeded
+
+
+class ProviderError(FreightError):
+    """An API call failed after the adapter's own retries. `kind.retryable` says whether to try again later."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        raw_type: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.raw_type = raw_type
+        self.status = status
+        # Seconds the provider asked us to wait (its retry-after header), when it said.
+        self.retry_after = retry_after
+
+
+class RequestRefused(FreightError):
+    """A request that this path can never carry (too large for a batch, tools in a batch ...)."""
+
+    def __init__(self, custom_id: str, reason: str) -> None:
+        super().__init__(f"request {custom_id}: {reason}")
+        self.custom_id = custom_id
+        self.reason = reason
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_requests_per_batch: int
+    max_bytes_per_batch: int
+    custom_id_pattern: str
+    window_hours: float
+    # Per model; `default_*` applies to a model the table does not list.
+    context_window: dict[str, int] = {}
+    max_output_tokens: dict[str, int] = {}
+    default_context_window: int = 200_000
+    default_max_output_tokens: int = 8_192
+    batch_supports_tools: bool = False  # no provider runs a multi-turn tool loop inside a batch
+    one_model_per_batch: bool = False
+
+    def context_for(self, model: str) -> int:
+        return self.context_window.get(model, self.default_context_window)
+
+    def max_output_for(self, model: str) -> int:
+        return self.max_output_tokens.get(model, self.default_max_output_tokens)
+
+
+class Provider(Protocol):
+    name: str
+    limits: Limits
+
+    def send(self, request: Request) -> Succeeded | Errored:
+        """One synchronous call. A request-level failure is an `Errored`; an API that cannot be reached raises."""
+        ...
+
+    def request_bytes(self, request: Request) -> int:
+        """The size this request takes in a batch body / input file, for packing."""
+        ...
+
+    def submit_batch(self, requests: Sequence[Request]) -> Batch:
+        """Submit requests already packed within the limits. Raises RequestRefused for a request a batch can't carry."""
+        ...
+
+    def get_batch(self, batch_id: str) -> Batch: ...
+
+    def iter_results(self, batch_id: str) -> Iterator[Result]:
+        """Stream an ended batch's results, in whatever order the provider returns them."""
+        ...
+
+    def cancel_batch(self, batch_id: str) -> Batch: ...

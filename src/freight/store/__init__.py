@@ -1,0 +1,6 @@
+"""The durable job store: SQLite by default, Postgres by URL, through SQLAlchemy Core."""
+
+from freight.store.db import default_db, freight_home
+from freight.store.store import DuplicateOutcome, Store, UnknownRequest
+
+__all__ = ["DuplicateOutcome", "Store", "UnknownRequest", "default_db", "freight_home"]

@@ -1,0 +1,149 @@
+"""Tables and numbered migrations of the job store.
+
+Migrations are applied on open, each in its own transaction, and recorded in `schema_migrations`: a store written
+by an older freight is brought forward, never rebuilt. Add a migration by appending to MIGRATIONS; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), primary_key=True),
+    sa.Column("item_id", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # input order, for stable output
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("signature", sa.String(200), nullable=False, server_default=""),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("output", sa.JSON, nullable=True),  # the validated (possibly merged) output
+    sa.Column("error", sa.JSON, nullable=True),  # {kind, message, raw_type} of the final failure
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_items_job_state", "job_id", "state"),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), primary_key=True),
+    sa.Column("custom_id", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("parent_custom_id", sa.String(64), nullable=True),
+    sa.Column("fix", sa.String(40), nullable=True),
+    sa.Column("part", sa.Integer, nullable=True),  # chunk index when a document was split
+    sa.Column("parts", sa.Integer, nullable=True),
+    sa.Column("mode", sa.String(10), nullable=False),  # batch | sync
+    sa.Column("state", sa.String(20), nullable=False),  # created | submitted | done
+    sa.Column("batch_id", sa.Integer, sa.ForeignKey("batches.id"), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),  # the domain Request
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_requests_job_state", "job_id", "state"),
+    sa.Index("ix_requests_batch", "batch_id"),
+    sa.Index("ix_requests_item", "job_id", "item_id"),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.job_id"), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("provider_batch_id", sa.String(200), nullable=True, unique=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("n_requests", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_batches_job_state", "job_id", "state"),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    # One row per request, ever: the primary key is what makes "exactly one outcome" a database fact.
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("custom_id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),  # the domain Outcome
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cache_write_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cache_read_tokens", sa.Integer, nullable=False, server_default="0"),
+    # Cost lives in a column and is summed by a query: never carried around in memory.
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("sync_cost_usd", sa.Float, nullable=False, server_default="0"),  # the same work at sync prices
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(["job_id", "custom_id"], ["requests.job_id", "requests.custom_id"]),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_events_job", "job_id", "id"),
+)
+
+samples = sa.Table(
+    "samples",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("input_key", sa.String(200), nullable=False),  # which corpus was sampled
+    sa.Column("prompt_hash", sa.String(64), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Index("ix_samples_input", "input_key", "id"),
+)
+
+
+def _initial(conn: sa.Connection) -> None:
+    for table in (jobs, items, batches, requests, outcomes, events):
+        table.create(conn)
+
+
+def _samples(conn: sa.Connection) -> None:
+    samples.create(conn)
+
+
+# (version, name, step). Append only.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
+    (2, "sample runs", _samples),
+]
