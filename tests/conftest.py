@@ -14,7 +14,8 @@ PG_URL = os.environ.get("FREIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 
 def _pg_available() -> str | None:
     try:
-        engine = sa.create_engine("postgresql+psycopg://" + PG_URL.split("://", 1)[1], connect_args={"connect_timeout": 3})
+        url = "postgresql+psycopg://" + PG_URL.split("://", 1)[1]
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
         with engine.connect():
             pass
         engine.dispose()

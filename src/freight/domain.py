@@ -28,9 +28,7 @@ class IllegalTransition(FreightError):
 
 def check_custom_id(custom_id: str) -> str:
     if not _CUSTOM_ID_RE.fullmatch(custom_id):
-        raise ValueError(
-            f"custom_id {custom_id!r} is invalid: use 1-64 characters of letters, digits, '_' and '-'"
-        )
+        raise ValueError(f"custom_id {custom_id!r} is invalid: use 1-64 characters of letters, digits, '_' and '-'")
     return custom_id
 
 
@@ -211,12 +209,25 @@ _ACTIVE = {BatchState.SUBMITTED, BatchState.IN_PROGRESS, BatchState.FINALIZING}
 BATCH_TRANSITIONS: dict[BatchState, frozenset[BatchState]] = {
     BatchState.PREPARING: frozenset({BatchState.SUBMITTED, BatchState.FAILED}),
     BatchState.SUBMITTED: frozenset(
-        {BatchState.IN_PROGRESS, BatchState.FINALIZING, BatchState.ENDED, BatchState.CANCELING, BatchState.CANCELED,
-         BatchState.EXPIRED, BatchState.FAILED}
+        {
+            BatchState.IN_PROGRESS,
+            BatchState.FINALIZING,
+            BatchState.ENDED,
+            BatchState.CANCELING,
+            BatchState.CANCELED,
+            BatchState.EXPIRED,
+            BatchState.FAILED,
+        }
     ),
     BatchState.IN_PROGRESS: frozenset(
-        {BatchState.FINALIZING, BatchState.ENDED, BatchState.CANCELING, BatchState.CANCELED, BatchState.EXPIRED,
-         BatchState.FAILED}
+        {
+            BatchState.FINALIZING,
+            BatchState.ENDED,
+            BatchState.CANCELING,
+            BatchState.CANCELED,
+            BatchState.EXPIRED,
+            BatchState.FAILED,
+        }
     ),
     BatchState.FINALIZING: frozenset({BatchState.ENDED, BatchState.CANCELING, BatchState.EXPIRED, BatchState.FAILED}),
     BatchState.CANCELING: frozenset({BatchState.CANCELED, BatchState.ENDED, BatchState.EXPIRED}),
@@ -274,9 +285,7 @@ ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
 }
 
 
-def check_transition(
-    table: dict[Any, frozenset[Any]], current: StrEnum, new: StrEnum, what: str
-) -> None:
+def check_transition(table: dict[Any, frozenset[Any]], current: StrEnum, new: StrEnum, what: str) -> None:
     if current == new:
         return
     if new not in table[current]:

@@ -44,9 +44,10 @@ HOLDER = textwrap.dedent("""
 def _setup(db: str, cids: list[str]) -> None:
     with Store(db) as store:
         store.create_job(Job(job_id="job1", provider="anthropic", model="m"))
-        store.add_requests("job1", [
-            Request(custom_id=c, model="m", max_tokens=5, messages=[Message(role="user", content="x")]) for c in cids
-        ])
+        store.add_requests(
+            "job1",
+            [Request(custom_id=c, model="m", max_tokens=5, messages=[Message(role="user", content="x")]) for c in cids],
+        )
 
 
 def _env() -> dict[str, str]:
@@ -57,8 +58,10 @@ def test_two_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
     db = str(tmp_path / "f.db")
     n = 150
     _setup(db, [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)])
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db, p, str(n)], stdout=subprocess.PIPE, text=True,
-                              env=_env()) for p in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, db, p, str(n)], stdout=subprocess.PIPE, text=True, env=_env())
+        for p in ("a", "b")
+    ]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert len(outs[0]) == n and len(outs[1]) == n
@@ -72,8 +75,9 @@ def test_sigkill_mid_transaction_loses_no_committed_row_and_shows_no_half_writte
     db = str(tmp_path / "f.db")
     _setup(db, [f"a{i}" for i in range(5000)])
     # A writer committing outcomes one by one, killed at an arbitrary moment.
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, db, "a", "5000"], stdout=subprocess.PIPE, text=True,
-                              env=_env())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, db, "a", "5000"], stdout=subprocess.PIPE, text=True, env=_env()
+    )
     assert writer.stdout is not None
     acked = [writer.stdout.readline().strip() for _ in range(40)]
     writer.send_signal(signal.SIGKILL)

@@ -37,8 +37,14 @@ def _job(store: Store, job_id: str = "job1", state: JobState = JobState.CREATED)
 
 
 def _req(cid: str, item: str = "doc1", attempt: int = 0) -> Request:
-    return Request(custom_id=cid, model="m", max_tokens=10, messages=[Message(role="user", content="hi")],
-                   item_id=item, attempt=attempt)
+    return Request(
+        custom_id=cid,
+        model="m",
+        max_tokens=10,
+        messages=[Message(role="user", content="hi")],
+        item_id=item,
+        attempt=attempt,
+    )
 
 
 def test_migrations_applied_once_and_recorded(db_url: str) -> None:
@@ -124,8 +130,9 @@ def test_every_batch_transition(db_url: str, old: BatchState, new: BatchState) -
     with Store(db_url) as store:
         _job(store)
         local = _batch_in(store, old)
-        update = Batch(provider="anthropic", provider_batch_id="msgbatch_1", state=new,
-                       counts=RequestCounts(succeeded=1))
+        update = Batch(
+            provider="anthropic", provider_batch_id="msgbatch_1", state=new, counts=RequestCounts(succeeded=1)
+        )
         allowed = new == old or new in BATCH_TRANSITIONS[old]
         if old is BatchState.PREPARING and new is BatchState.SUBMITTED:
             store.mark_submitted(local, update)
@@ -151,8 +158,9 @@ def test_submission_is_recorded_before_and_after(db_url: str) -> None:
         # Claimed by a preparing batch: not pending any more, so a resumed run cannot pack them twice.
         assert list(store.iter_pending_requests("job1")) == []
         assert store.batches("job1")[0]["provider_batch_id"] is None
-        store.mark_submitted(local, Batch(provider="anthropic", provider_batch_id="msgbatch_x",
-                                          state=BatchState.IN_PROGRESS))
+        store.mark_submitted(
+            local, Batch(provider="anthropic", provider_batch_id="msgbatch_x", state=BatchState.IN_PROGRESS)
+        )
         row = store.batches("job1")[0]
         assert row["provider_batch_id"] == "msgbatch_x" and row["state"] == "in_progress"
         assert {r["state"] for r in store.requests_where("job1")} == {"submitted"}
@@ -161,12 +169,16 @@ def test_submission_is_recorded_before_and_after(db_url: str) -> None:
         assert kinds.index("batch.prepared") < kinds.index("batch.submitted") < kinds.index("batch.state")
 
 
-@pytest.mark.parametrize("outcome", [
-    Succeeded(text="ok", parsed={"a": 1}, usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=2)),
-    Errored(kind=ErrorKind.CONTEXT_OVERFLOW, raw_type="invalid_request_error", message="prompt is too long"),
-    Canceled(),
-    Expired(),
-], ids=lambda o: o.status)
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Succeeded(text="ok", parsed={"a": 1}, usage=Usage(input_tokens=10, output_tokens=5, cache_read_tokens=2)),
+        Errored(kind=ErrorKind.CONTEXT_OVERFLOW, raw_type="invalid_request_error", message="prompt is too long"),
+        Canceled(),
+        Expired(),
+    ],
+    ids=lambda o: o.status,
+)
 def test_exactly_one_outcome_per_request(db_url: str, outcome: object) -> None:
     with Store(db_url) as store:
         _job(store)
@@ -186,8 +198,13 @@ def test_totals_are_summed_by_the_database(db_url: str) -> None:
         _job(store)
         store.add_requests("job1", [_req(f"c{i}") for i in range(3)])
         for i in range(3):
-            store.record_outcome("job1", f"c{i}", Succeeded(text="x", usage=Usage(input_tokens=100, output_tokens=10)),
-                                 cost_usd=0.25, sync_cost_usd=0.5)
+            store.record_outcome(
+                "job1",
+                f"c{i}",
+                Succeeded(text="x", usage=Usage(input_tokens=100, output_tokens=10)),
+                cost_usd=0.25,
+                sync_cost_usd=0.5,
+            )
         t = store.totals("job1")
         assert t["input_tokens"] == 300 and t["output_tokens"] == 30
         assert t["cost_usd"] == pytest.approx(0.75) and t["sync_cost_usd"] == pytest.approx(1.5)
@@ -196,8 +213,9 @@ def test_totals_are_summed_by_the_database(db_url: str) -> None:
 def test_items_stream_in_input_order_across_pages(db_url: str) -> None:
     with Store(db_url) as store:
         _job(store)
-        n = store.add_items("job1", (Item(item_id=f"d{999 - i}", job_id="job1", source="f", text="t")
-                                     for i in range(1200)))
+        n = store.add_items(
+            "job1", (Item(item_id=f"d{999 - i}", job_id="job1", source="f", text="t") for i in range(1200))
+        )
         assert n == 1200
         ids = [it.item_id for it in store.iter_items("job1")]
         assert ids == [f"d{999 - i}" for i in range(1200)]

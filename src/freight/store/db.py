@@ -76,8 +76,6 @@ def migrate(engine: sa.Engine) -> list[int]:
             if done:
                 continue
             step(conn)
-            conn.execute(
-                schema_migrations.insert().values(version=version, name=name, applied_at=datetime.now(UTC))
-            )
+            conn.execute(schema_migrations.insert().values(version=version, name=name, applied_at=datetime.now(UTC)))
             applied.append(version)
     return applied

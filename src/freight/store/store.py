@@ -86,8 +86,14 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 jobs.insert().values(
-                    job_id=job.job_id, name=job.name, state=job.state.value, provider=job.provider, model=job.model,
-                    config=job.config, created_at=now, updated_at=now,
+                    job_id=job.job_id,
+                    name=job.name,
+                    state=job.state.value,
+                    provider=job.provider,
+                    model=job.model,
+                    config=job.config,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             self._event(conn, job.job_id, "job.created", state=job.state.value)
@@ -120,8 +126,16 @@ class Store:
         chunk: list[dict[str, Any]] = []
         for item in new_items:
             chunk.append(
-                dict(job_id=job_id, item_id=item.item_id, seq=n, source=item.source, text=item.text,
-                     signature=item.signature, state=item.state.value, updated_at=_now())
+                dict(
+                    job_id=job_id,
+                    item_id=item.item_id,
+                    seq=n,
+                    source=item.source,
+                    text=item.text,
+                    signature=item.signature,
+                    state=item.state.value,
+                    updated_at=_now(),
+                )
             )
             n += 1
             if len(chunk) >= _CHUNK:
@@ -137,9 +151,11 @@ class Store:
 
     def get_item(self, job_id: str, item_id: str) -> Item | None:
         with self._read() as conn:
-            row = conn.execute(
-                items.select().where(items.c.job_id == job_id, items.c.item_id == item_id)
-            ).mappings().first()
+            row = (
+                conn.execute(items.select().where(items.c.job_id == job_id, items.c.item_id == item_id))
+                .mappings()
+                .first()
+            )
         return _item(row) if row else None
 
     def iter_items(self, job_id: str, state: ItemState | None = None) -> Iterator[Item]:
@@ -159,9 +175,11 @@ class Store:
 
     def item_row(self, job_id: str, item_id: str) -> dict[str, Any]:
         with self._read() as conn:
-            row = conn.execute(
-                items.select().where(items.c.job_id == job_id, items.c.item_id == item_id)
-            ).mappings().first()
+            row = (
+                conn.execute(items.select().where(items.c.job_id == job_id, items.c.item_id == item_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise FreightError(f"job {job_id} has no item {item_id!r}")
         return dict(row)
@@ -173,7 +191,13 @@ class Store:
             self._set_item_state(conn, job_id, item_id, new, output=output, error=error)
 
     def _set_item_state(
-        self, conn: sa.Connection, job_id: str, item_id: str, new: ItemState, *, output: Any = None,
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        item_id: str,
+        new: ItemState,
+        *,
+        output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> None:
         where = (items.c.job_id == job_id, items.c.item_id == item_id)
@@ -197,8 +221,9 @@ class Store:
 
     # --- requests ---------------------------------------------------------------------------------------------
 
-    def add_requests(self, job_id: str, reqs: Iterable[Request], mode: str = "batch",
-                     parts: dict[str, tuple[int, int]] | None = None) -> None:
+    def add_requests(
+        self, job_id: str, reqs: Iterable[Request], mode: str = "batch", parts: dict[str, tuple[int, int]] | None = None
+    ) -> None:
         """Record requests before they are sent, and move their items in flight, in one transaction.
 
         Recording first is what lets a resumed run recognize its own work: a request is never built twice.
@@ -210,10 +235,18 @@ class Store:
                 part = (parts or {}).get(r.custom_id)
                 conn.execute(
                     requests.insert().values(
-                        job_id=job_id, custom_id=r.custom_id, item_id=r.item_id or "", attempt=r.attempt,
-                        parent_custom_id=r.parent_custom_id, fix=r.fix, part=part[0] if part else None,
-                        parts=part[1] if part else None, mode=mode, state="created",
-                        payload=r.model_dump(mode="json"), created_at=now,
+                        job_id=job_id,
+                        custom_id=r.custom_id,
+                        item_id=r.item_id or "",
+                        attempt=r.attempt,
+                        parent_custom_id=r.parent_custom_id,
+                        fix=r.fix,
+                        part=part[0] if part else None,
+                        parts=part[1] if part else None,
+                        mode=mode,
+                        state="created",
+                        payload=r.model_dump(mode="json"),
+                        created_at=now,
                     )
                 )
                 if r.item_id and r.item_id not in moved:
@@ -226,9 +259,11 @@ class Store:
 
     def get_request(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute(
-                requests.select().where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
-            ).mappings().first()
+            row = (
+                conn.execute(requests.select().where(requests.c.job_id == job_id, requests.c.custom_id == custom_id))
+                .mappings()
+                .first()
+            )
         return _request_row(row) if row else None
 
     def requests_where(self, job_id: str, **filters: Any) -> list[dict[str, Any]]:
@@ -246,14 +281,20 @@ class Store:
             with self._read() as conn:
                 rows = conn.execute(
                     sa.select(requests.c.custom_id, requests.c.payload)
-                    .where(requests.c.job_id == job_id, requests.c.state == "created", requests.c.mode == mode,
-                           requests.c.batch_id.is_(None), requests.c.custom_id > last)
-                    .order_by(requests.c.custom_id).limit(_CHUNK)
+                    .where(
+                        requests.c.job_id == job_id,
+                        requests.c.state == "created",
+                        requests.c.mode == mode,
+                        requests.c.batch_id.is_(None),
+                        requests.c.custom_id > last,
+                    )
+                    .order_by(requests.c.custom_id)
+                    .limit(_CHUNK)
                 ).all()
             if not rows:
                 return
-            for cid, payload in rows:
-                yield Request.model_validate(payload)
+            for row in rows:
+                yield Request.model_validate(row.payload)
             last = rows[-1].custom_id
 
     # --- batches ----------------------------------------------------------------------------------------------
@@ -263,15 +304,18 @@ class Store:
         with self.engine.begin() as conn:
             batch_id = conn.execute(
                 batches.insert().values(
-                    job_id=job_id, provider=provider, state=BatchState.PREPARING.value,
-                    counts=RequestCounts(processing=len(custom_ids)).model_dump(), n_requests=len(custom_ids),
+                    job_id=job_id,
+                    provider=provider,
+                    state=BatchState.PREPARING.value,
+                    counts=RequestCounts(processing=len(custom_ids)).model_dump(),
+                    n_requests=len(custom_ids),
                     created_at=_now(),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             for start in range(0, len(custom_ids), _CHUNK):
                 conn.execute(
                     requests.update()
-                    .where(requests.c.job_id == job_id, requests.c.custom_id.in_(custom_ids[start:start + _CHUNK]))
+                    .where(requests.c.job_id == job_id, requests.c.custom_id.in_(custom_ids[start : start + _CHUNK]))
                     .values(batch_id=batch_id)
                 )
             self._event(conn, job_id, "batch.prepared", batch=batch_id, requests=len(custom_ids))
@@ -282,13 +326,20 @@ class Store:
             row = self._batch_row(conn, local_id)
             check_transition(BATCH_TRANSITIONS, BatchState(row["state"]), BatchState.SUBMITTED, f"batch {local_id}")
             conn.execute(
-                batches.update().where(batches.c.id == local_id).values(
-                    provider_batch_id=batch.provider_batch_id, state=BatchState.SUBMITTED.value,
-                    submitted_at=_now(), expires_at=batch.expires_at, counts=batch.counts.model_dump(),
+                batches.update()
+                .where(batches.c.id == local_id)
+                .values(
+                    provider_batch_id=batch.provider_batch_id,
+                    state=BatchState.SUBMITTED.value,
+                    submitted_at=_now(),
+                    expires_at=batch.expires_at,
+                    counts=batch.counts.model_dump(),
                 )
             )
             conn.execute(requests.update().where(requests.c.batch_id == local_id).values(state="submitted"))
-            self._event(conn, row["job_id"], "batch.submitted", batch=local_id, provider_batch_id=batch.provider_batch_id)
+            self._event(
+                conn, row["job_id"], "batch.submitted", batch=local_id, provider_batch_id=batch.provider_batch_id
+            )
         if batch.state != BatchState.SUBMITTED:
             self.update_batch(local_id, batch)
 
@@ -298,9 +349,13 @@ class Store:
             old = BatchState(row["state"])
             check_transition(BATCH_TRANSITIONS, old, batch.state, f"batch {local_id}")
             conn.execute(
-                batches.update().where(batches.c.id == local_id).values(
-                    state=batch.state.value, counts=batch.counts.model_dump(),
-                    ended_at=batch.ended_at or (_now() if batch.state.terminal and not row["ended_at"] else None)
+                batches.update()
+                .where(batches.c.id == local_id)
+                .values(
+                    state=batch.state.value,
+                    counts=batch.counts.model_dump(),
+                    ended_at=batch.ended_at
+                    or (_now() if batch.state.terminal and not row["ended_at"] else None)
                     or row["ended_at"],
                 )
             )
@@ -333,14 +388,19 @@ class Store:
             q = q.where(batches.c.state.in_([s.value for s in states]))
         with self._read() as conn:
             rows = conn.execute(q.order_by(batches.c.id)).mappings().all()
-        return [{**r, **{k: _aware(r[k]) for k in ("created_at", "submitted_at", "expires_at", "ended_at")}}
-                for r in rows]
+        return [
+            {**r, **{k: _aware(r[k]) for k in ("created_at", "submitted_at", "expires_at", "ended_at")}} for r in rows
+        ]
 
     def batch_custom_ids(self, local_id: int) -> list[str]:
         with self._read() as conn:
-            return list(conn.execute(
-                sa.select(requests.c.custom_id).where(requests.c.batch_id == local_id).order_by(requests.c.custom_id)
-            ).scalars())
+            return list(
+                conn.execute(
+                    sa.select(requests.c.custom_id)
+                    .where(requests.c.batch_id == local_id)
+                    .order_by(requests.c.custom_id)
+                ).scalars()
+            )
 
     # --- outcomes ---------------------------------------------------------------------------------------------
 
@@ -359,18 +419,23 @@ class Store:
                 raise DuplicateOutcome(f"job {job_id}: custom_id {custom_id!r} already has an outcome")
             conn.execute(
                 outcomes.insert().values(
-                    job_id=job_id, custom_id=custom_id, status=outcome.status,
+                    job_id=job_id,
+                    custom_id=custom_id,
+                    status=outcome.status,
                     kind=outcome.kind.value if isinstance(outcome, Errored) else None,
                     payload=outcome.model_dump(mode="json"),
                     input_tokens=usage.input_tokens if usage else 0,
                     output_tokens=usage.output_tokens if usage else 0,
                     cache_write_tokens=usage.cache_write_tokens if usage else 0,
                     cache_read_tokens=usage.cache_read_tokens if usage else 0,
-                    cost_usd=cost_usd, sync_cost_usd=sync_cost_usd, recorded_at=_now(),
+                    cost_usd=cost_usd,
+                    sync_cost_usd=sync_cost_usd,
+                    recorded_at=_now(),
                 )
             )
             conn.execute(
-                requests.update().where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
+                requests.update()
+                .where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
                 .values(state="done")
             )
 
@@ -383,13 +448,24 @@ class Store:
 
     def totals(self, job_id: str) -> dict[str, float]:
         """Tokens and cost of everything this job has been billed for, summed by the database."""
-        cols = [outcomes.c.input_tokens, outcomes.c.output_tokens, outcomes.c.cache_write_tokens,
-                outcomes.c.cache_read_tokens, outcomes.c.cost_usd, outcomes.c.sync_cost_usd]
+        cols = [
+            outcomes.c.input_tokens,
+            outcomes.c.output_tokens,
+            outcomes.c.cache_write_tokens,
+            outcomes.c.cache_read_tokens,
+            outcomes.c.cost_usd,
+            outcomes.c.sync_cost_usd,
+        ]
         with self._read() as conn:
-            row = conn.execute(
-                sa.select(*[sa.func.coalesce(sa.func.sum(c), 0).label(c.name) for c in cols])
-                .where(outcomes.c.job_id == job_id)
-            ).mappings().one()
+            row = (
+                conn.execute(
+                    sa.select(*[sa.func.coalesce(sa.func.sum(c), 0).label(c.name) for c in cols]).where(
+                        outcomes.c.job_id == job_id
+                    )
+                )
+                .mappings()
+                .one()
+            )
         return {k: float(v) for k, v in row.items()}
 
     # --- events -----------------------------------------------------------------------------------------------
@@ -409,13 +485,26 @@ class Store:
 
 
 def _job(row: Any) -> Job:
-    return Job(job_id=row["job_id"], name=row["name"], state=JobState(row["state"]), provider=row["provider"],
-               model=row["model"], config=row["config"], created_at=_aware(row["created_at"]))
+    return Job(
+        job_id=row["job_id"],
+        name=row["name"],
+        state=JobState(row["state"]),
+        provider=row["provider"],
+        model=row["model"],
+        config=row["config"],
+        created_at=_aware(row["created_at"]),
+    )
 
 
 def _item(row: Any) -> Item:
-    return Item(item_id=row["item_id"], job_id=row["job_id"], source=row["source"], text=row["text"],
-                state=ItemState(row["state"]), signature=row["signature"])
+    return Item(
+        item_id=row["item_id"],
+        job_id=row["job_id"],
+        source=row["source"],
+        text=row["text"],
+        state=ItemState(row["state"]),
+        signature=row["signature"],
+    )
 
 
 def _request_row(row: Any) -> dict[str, Any]:
