@@ -1,0 +1,161 @@
+"""What tokens cost: a per-model price table (package data, overridable by a file) and the one cost function.
+
+Both the planner and the runner's report price usage here, so a run's reported cost and the plan's projection can
+never be computed two different ways.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from freight.domain import FreightError, Usage
+
+PER_MILLION = 1_000_000
+
+
+class PricingError(FreightError):
+    """A price table that cannot be read, or a model it does not list."""
+
+
+class UnknownModel(PricingError):
+    def __init__(self, model: str, table: PriceTable) -> None:
+        close = difflib.get_close_matches(model.split("/")[-1], table.model_names(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        super().__init__(
+            f"unknown model {model!r}: the price table ({table.origin}) does not list it.{hint} "
+            "Fix the model name, or add its prices to a file and pass --prices FILE."
+        )
+        self.model = model
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Price(_Frozen):
+    """US dollars per million tokens, at the synchronous price."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+
+
+class ProviderPrices(_Frozen):
+    batch_discount: float = Field(default=0.5, gt=0, le=1)
+    batch_window_hours: float = Field(default=24, gt=0)
+    models: dict[str, Price] = Field(default_factory=dict)
+
+
+class PriceTable(_Frozen):
+    as_of: str = ""
+    source: str = ""
+    providers: dict[str, ProviderPrices]
+    origin: str = "the packaged table"
+
+    def model_names(self) -> list[str]:
+        return sorted({m for p in self.providers.values() for m in p.models})
+
+    def lookup(self, model: str) -> tuple[str, ProviderPrices, Price]:
+        """The provider and price of `model`: `provider/model`, an exact name, or the longest name it extends."""
+        provider_name, _, bare = model.rpartition("/")
+        if provider_name and provider_name not in self.providers:
+            raise UnknownModel(model, self)
+        candidates = [(provider_name, self.providers[provider_name])] if provider_name else self.providers.items()
+        best: tuple[int, str, ProviderPrices, Price] | None = None
+        # Dated or suffixed ids (claude-sonnet-4-5-20250929) price as the family they extend; the longest family wins
+        # so gpt-4o-mini is never priced as gpt-4o. File order breaks ties: OpenAI is listed before Azure.
+        for name, prov in candidates:
+            for listed, price in prov.models.items():
+                if (bare == listed or bare.startswith(listed + "-")) and (best is None or len(listed) > best[0]):
+                    best = (len(listed), name, prov, price)
+        if best is None:
+            raise UnknownModel(model, self)
+        return best[1], best[2], best[3]
+
+    def knows(self, model: str) -> bool:
+        try:
+            self.lookup(model)
+        except UnknownModel:
+            return False
+        return True
+
+    def batch_window_hours(self, model: str) -> float:
+        return self.lookup(model)[1].batch_window_hours
+
+    def cost(self, model: str, usage: Usage, batch: bool) -> float:
+        """US dollars for `usage` on `model`, at the batch price when `batch`."""
+        _, provider, price = self.lookup(model)
+        dollars = (
+            usage.input_tokens * price.input
+            + usage.output_tokens * price.output
+            + usage.cache_write_tokens * price.cache_write
+            + usage.cache_read_tokens * price.cache_read
+        ) / PER_MILLION
+        return dollars * provider.batch_discount if batch else dollars
+
+    def merged(self, override: PriceTable) -> PriceTable:
+        """This table with `override`'s providers and models replacing ours by name."""
+        providers = dict(self.providers)
+        for name, prov in override.providers.items():
+            base = providers.get(name)
+            if base is None:
+                providers[name] = prov
+                continue
+            # Only what the override wrote replaces ours: an override listing one Gemini model keeps Gemini's window.
+            fields = {k: getattr(prov, k) for k in prov.model_fields_set if k != "models"}
+            providers[name] = base.model_copy(update={**fields, "models": {**base.models, **prov.models}})
+        return PriceTable(
+            as_of=override.as_of or self.as_of,
+            source=override.source or self.source,
+            providers=providers,
+            origin=f"{self.origin} + {override.origin}",
+        )
+
+
+def _parse(text: str, origin: str) -> PriceTable:
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark is not None else origin
+        raise PricingError(
+            f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}). Fix the file and retry."
+        ) from None
+    if not isinstance(data, dict):
+        raise PricingError(f"{origin}: expected a mapping with a 'providers:' key. See freight/plan/prices.yaml.")
+    try:
+        return PriceTable.model_validate({**data, "origin": origin})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise PricingError(f"{origin}: {problems}. Fix the file and retry.") from None
+
+
+@cache
+def default_prices() -> PriceTable:
+    """The packaged table (read once per process)."""
+    text = resources.files("freight.plan").joinpath("prices.yaml").read_text(encoding="utf-8")
+    return _parse(text, "the packaged table")
+
+
+def load_prices(path: Path | None = None) -> PriceTable:
+    """The packaged table, with the file at `path` (if any) overriding it provider by provider, model by model."""
+    if path is None:
+        return default_prices()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PricingError(f"{path}: cannot read the prices file ({exc.strerror}).") from None
+    return default_prices().merged(_parse(text, str(path)))
+
+
+def cost(model: str, usage: Usage, batch: bool, prices: PriceTable | None = None) -> float:
+    """US dollars for `usage` on `model`; raises UnknownModel rather than pricing an unknown model at zero."""
+    return (prices or default_prices()).cost(model, usage, batch)
