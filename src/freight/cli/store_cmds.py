@@ -25,8 +25,13 @@ def jobs(
     table = Table("job", "state", "provider", "model", "items", "succeeded", "failed", "created")
     for job, counts in rows:
         table.add_row(
-            job.job_id, job.state.value, job.provider, job.model, str(sum(counts.values())),
-            str(counts.get("succeeded", 0)), str(counts.get("failed", 0)),
+            job.job_id,
+            job.state.value,
+            job.provider,
+            job.model,
+            str(sum(counts.values())),
+            str(counts.get("succeeded", 0)),
+            str(counts.get("failed", 0)),
             job.created_at.strftime("%Y-%m-%d %H:%M") if job.created_at else "",
         )
     Console().print(table)

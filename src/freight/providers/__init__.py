@@ -1,0 +1,49 @@
+"""Provider adapters behind one protocol, discovered through the `freight.providers` entry-point group.
+
+Nothing here imports an adapter module by name: `get_provider("anthropic")` loads whatever the installed packages
+register under that name, so a plugin package can add a provider without touching freight.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from freight.domain import FreightError
+from freight.providers.protocol import Limits, Provider, ProviderError, RequestRefused
+
+__all__ = [
+    "Limits",
+    "Provider",
+    "ProviderError",
+    "RequestRefused",
+    "UnknownProvider",
+    "get_provider",
+    "provider_names",
+]
+
+GROUP = "freight.providers"
+
+
+class UnknownProvider(FreightError):
+    pass
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def provider_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def get_provider(name: str, *, base_url: str | None = None, api_key: str | None = None, **options: Any) -> Provider:
+    """An adapter for `name`, talking to `base_url` (the provider's own API when None) with `api_key` (read from
+    the provider's environment variable when None). Extra `options` (retry=, timeout=) go to the adapter."""
+    found = _entry_points()
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none (is freight installed? run: pip install -e .)"
+        raise UnknownProvider(f"unknown provider {name!r}; known providers: {known}")
+    factory = found[name].load()
+    provider: Provider = factory(base_url=base_url, api_key=api_key, **options)
+    return provider

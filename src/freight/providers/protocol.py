@@ -7,6 +7,7 @@ a new module plus one line of packaging, not a branch in the runner.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -76,8 +77,17 @@ class Provider(Protocol):
         """The size this request takes in a batch body / input file, for packing."""
         ...
 
-    def submit_batch(self, requests: Sequence[Request]) -> Batch:
-        """Submit requests already packed within the limits. Raises RequestRefused for a request a batch can't carry."""
+    def submit_batch(self, requests: Sequence[Request], ref: str | None = None) -> Batch:
+        """Submit requests already packed within the limits. Raises RequestRefused for a request a batch can't carry.
+
+        `ref` is the caller's own name for the batch; the adapter leaves it where `find_batch` can see it (metadata,
+        where the provider has any)."""
+        ...
+
+    def find_batches(self, ref: str, n_requests: int, since: datetime) -> list[Batch]:
+        """Batches that may be the one submitted with `ref`: the one carrying it in its metadata, or, where the
+        provider keeps no metadata, every batch of `n_requests` created since `since`. How a run that died between
+        submitting and recording finds its batch again (the caller rules out the batches it knows)."""
         ...
 
     def get_batch(self, batch_id: str) -> Batch: ...

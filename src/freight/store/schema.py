@@ -61,8 +61,12 @@ requests = sa.Table(
     sa.Column("fix", sa.String(40), nullable=True),
     sa.Column("part", sa.Integer, nullable=True),  # chunk index when a document was split
     sa.Column("parts", sa.Integer, nullable=True),
+    # The custom_id whose document was split: every chunk (and every retry of a chunk) carries it, so the parts of
+    # one split can be found and merged.
+    sa.Column("chunk_group", sa.String(64), nullable=True),
     sa.Column("mode", sa.String(10), nullable=False),  # batch | sync
-    sa.Column("state", sa.String(20), nullable=False),  # created | submitted | done
+    # created -> submitted -> done (outcome recorded) -> settled (the outcome has been acted on)
+    sa.Column("state", sa.String(20), nullable=False),
     sa.Column("batch_id", sa.Integer, sa.ForeignKey("batches.id"), nullable=True),
     sa.Column("payload", sa.JSON, nullable=False),  # the domain Request
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

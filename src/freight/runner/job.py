@@ -1,0 +1,128 @@
+"""A job's identity and its start: the same command on the same input is the same job, so running it again resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from freight.domain import FreightError, Item, Job, JobState
+from freight.runner.build import Template
+from freight.runner.inputs import Document, fingerprint, read_input
+from freight.runner.signature import signature
+from freight.store import Store
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs, stored with the job so that `freight resume JOB` needs no flags."""
+
+    input: str
+    provider: str
+    model: str
+    prompt: str = "{document}"
+    system: str | None = None
+    schema: dict[str, Any] | None = None
+    fallback_prompt: str | None = None
+    max_tokens: int = 1024
+    max_retries: int = 2
+    temperature: float | None = None
+    mode: str = "batch"  # batch | sync | auto
+    base_url: str | None = None
+    out: str | None = None
+    id_field: str | None = None
+    text_field: str | None = None
+    deadline: str | None = None  # ISO 8601; with --mode auto, a deadline inside the batch window runs synchronously
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def template(self) -> Template:
+        return Template(
+            model=self.model,
+            max_tokens=self.max_tokens,
+            prompt=self.prompt,
+            system=self.system,
+            schema=self.schema,
+            temperature=self.temperature,
+            fallback_prompt=self.fallback_prompt,
+        )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RunOptions:
+        return cls(**config)
+
+
+def job_id_for(opts: RunOptions) -> str:
+    """Content-derived: the input's bytes and every option that changes what is asked (never where it is sent)."""
+    what = {k: v for k, v in asdict(opts).items() if k not in ("input", "out", "base_url", "extra")}
+    what["input"] = fingerprint(Path(opts.input))
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    return f"job_{digest[:12]}"
+
+
+def open_job(store: Store, opts: RunOptions) -> tuple[Job, bool]:
+    """The job for these options: found (resumed) or created with its items ingested. Returns (job, resumed)."""
+    job_id = job_id_for(opts)
+    job = store.get_job(job_id)
+    if job is not None and store.events(job_id, kind="job.ingested"):
+        return job, True
+    if job is None:
+        job = store.create_job(
+            Job(
+                job_id=job_id, name=Path(opts.input).name, provider=opts.provider, model=opts.model, config=asdict(opts)
+            )
+        )
+    else:
+        store.delete_items(job_id)  # an ingest cut short by a crash: start it over
+    ingest(
+        store,
+        job_id,
+        read_input(Path(opts.input), opts.id_field, opts.text_field),
+        "sync" if opts.mode == "sync" else "batch",
+    )
+    return job, False
+
+
+def ingest(store: Store, job_id: str, docs: Iterable[Document], mode: str) -> int:
+    """Add the documents as items, 500 at a time; a ready-made request is recorded with its item."""
+    n = 0
+    chunk: list[Document] = []
+
+    def flush() -> None:
+        store.add_items(
+            job_id,
+            (
+                Item(
+                    item_id=d.doc_id, job_id=job_id, source=d.source, text=d.text, signature=signature(d.text, d.source)
+                )
+                for d in chunk
+            ),
+            start=n - len(chunk),
+        )
+        ready = [d.request for d in chunk if d.request is not None]
+        if ready:
+            store.add_requests(job_id, ready, mode=mode)
+
+    for doc in docs:
+        chunk.append(doc)
+        n += 1
+        if len(chunk) >= 500:
+            flush()
+            chunk = []
+    if chunk:
+        flush()
+    if n == 0:
+        raise FreightError("the input holds no documents")
+    store.log(job_id, "job.ingested", items=n)
+    return n
+
+
+def resume_job(store: Store, job_id: str) -> tuple[Job, RunOptions]:
+    job = store.get_job(job_id)
+    if job is None:
+        raise FreightError(f"no job {job_id!r} in this store: `freight jobs` lists them")
+    if job.state in (JobState.COMPLETED, JobState.CANCELED):
+        raise FreightError(f"job {job_id} is {job.state.value}: nothing to resume (`freight results {job_id}`)")
+    return job, RunOptions.from_config(job.config)

@@ -1,0 +1,115 @@
+"""A job's outputs and final report, derived from the store (the only truth) whenever they are asked for.
+
+`results.jsonl`: one line per input document, in input order. `failures.jsonl`: the documents that did not succeed.
+`report.json`: the numbers, also printed at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from freight.domain import ItemState
+from freight.store import Store
+
+
+def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
+    for item in store.iter_items(job_id):
+        row = store.item_row(job_id, item.item_id)
+        reqs = store.item_requests(job_id, item.item_id)
+        output = row["output"] or {}
+        usage = {
+            k: sum(int(r[k] or 0) for r in reqs)
+            for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+        }
+        yield {
+            "id": item.item_id,
+            "custom_ids": [r["custom_id"] for r in reqs],
+            "status": item.state.value,
+            "output": output.get("value") if isinstance(output, dict) else output,
+            "metadata": output.get("meta", {}) if isinstance(output, dict) else {},
+            "error": row["error"] if item.state is not ItemState.SUCCEEDED else None,
+            "attempts": len(reqs),
+            "fixes": [r["fix"] for r in reqs if r["fix"]],
+            "first_pass": item.state is ItemState.SUCCEEDED and len(reqs) == 1,
+            "usage": usage,
+            "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6),
+        }
+
+
+def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dict[str, Any]:
+    """The report; with `write_to`, also results.jsonl and failures.jsonl there, streamed item by item."""
+    failed_by: Counter[str] = Counter()
+    documents = succeeded = first_pass = 0
+    files = None
+    if write_to is not None:
+        write_to.mkdir(parents=True, exist_ok=True)
+        files = (
+            (write_to / "results.jsonl").open("w", encoding="utf-8"),
+            (write_to / "failures.jsonl").open("w", encoding="utf-8"),
+        )
+    try:
+        for line in item_results(store, job_id):
+            documents += 1
+            succeeded += line["status"] == "succeeded"
+            first_pass += line["first_pass"]
+            if line["status"] != "succeeded":
+                failed_by[(line["error"] or {}).get("kind", line["status"])] += 1
+            if files:
+                text = json.dumps(line, ensure_ascii=False) + "\n"
+                files[0].write(text)
+                if line["status"] != "succeeded":
+                    files[1].write(text)
+    finally:
+        for f in files or ():
+            f.close()
+    totals = store.totals(job_id)
+    job = store.get_job(job_id)
+    report = {
+        "job": job_id,
+        "state": job.state.value if job else None,
+        "model": job.model if job else None,
+        "provider": job.provider if job else None,
+        "documents": documents,
+        "succeeded": succeeded,
+        "failed": documents
+        - succeeded
+        - store.item_counts(job_id).get("pending", 0)
+        - store.item_counts(job_id).get("in_flight", 0),
+        "failed_by_reason": dict(failed_by),
+        "first_pass_success_rate": round(first_pass / documents, 4) if documents else 0.0,
+        "retries_by_fix": store.fix_counts(job_id),
+        "tokens": {
+            k: int(totals[k]) for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+        },
+        "cost_usd": round(totals["cost_usd"], 6),
+        "sync_cost_usd": round(totals["sync_cost_usd"], 6),
+        "saving_usd": round(totals["sync_cost_usd"] - totals["cost_usd"], 6),
+    }
+    if write_to is not None:
+        (write_to / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"job {report['job']} ({report['state']}): {report['documents']} documents, "
+        f"{report['succeeded']} succeeded, {report['failed']} failed",
+        f"first-pass success: {report['first_pass_success_rate']:.0%}",
+    ]
+    if report["failed_by_reason"]:
+        lines.append(
+            "failed by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(report["failed_by_reason"].items()))
+        )
+    if report["retries_by_fix"]:
+        lines.append("retries by fix: " + ", ".join(f"{k} {v}" for k, v in sorted(report["retries_by_fix"].items())))
+    t = report["tokens"]
+    lines.append(f"tokens: {t['input_tokens']:,} in, {t['output_tokens']:,} out")
+    lines.append(
+        f"cost: ${report['cost_usd']:.4f} paid; ${report['sync_cost_usd']:.4f} through the synchronous API; "
+        f"saved ${report['saving_usd']:.4f}"
+    )
+    return "\n".join(lines)

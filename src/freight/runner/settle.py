@@ -1,0 +1,152 @@
+"""Acting on one recorded outcome: validate it, and either finish the document or record the fix that retries it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from freight.domain import ItemState, JobState, StopReason, Succeeded, Usage
+from freight.plan.pricing import PricingError, cost
+from freight.providers import Provider
+from freight.runner.chunking import merge_outputs
+from freight.runner.ids import base_custom_id, retry_custom_id
+from freight.runner.inputs import input_kind
+from freight.runner.job import RunOptions
+from freight.runner.remediate import Context, failure_of, remedy
+from freight.runner.validate import check
+from freight.store import Store
+
+log = logging.getLogger(__name__)
+_EXAMPLES = 2
+_EXCERPT = 1500
+
+
+class Settler:
+    def __init__(self, store: Store, provider: Provider, job_id: str, opts: RunOptions) -> None:
+        self.store = store
+        self.provider = provider
+        self.job_id = job_id
+        self.opts = opts
+        self.template = opts.template()
+        self._priced = True
+        self._requests_input: bool | None = None
+
+    def costs(self, usage: Usage, batch: bool) -> tuple[float, float]:
+        """(what this usage costs on the path it took, what it would have cost synchronously)."""
+        if not self._priced:
+            return 0.0, 0.0
+        try:
+            return cost(self.opts.model, usage, batch), cost(self.opts.model, usage, False)
+        except PricingError as exc:
+            self._priced = False
+            self.store.log(self.job_id, "note", message=f"costs shown as $0: {exc}")
+            return 0.0, 0.0
+
+    def settle(self, custom_id: str) -> None:
+        row = self.store.get_request(self.job_id, custom_id)
+        outcome = self.store.get_outcome(self.job_id, custom_id)
+        assert row is not None and outcome is not None
+        if row["state"] == "settled":
+            return
+        item_id = row["item_id"]
+        item = self.store.get_item(self.job_id, item_id)
+        assert item is not None
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        if item.state.terminal:
+            self.store.settle(self.job_id, custom_id)  # e.g. another part of the same document already failed it
+            return
+        if job.state in (JobState.CANCELING, JobState.CANCELED) and not isinstance(outcome, Succeeded):
+            self.store.settle(
+                self.job_id,
+                custom_id,
+                item_state=ItemState.CANCELED,
+                error={"kind": "canceled", "message": "the job was canceled", "raw_type": ""},
+            )
+            return
+        part = (row["part"], row["parts"], row["chunk_group"]) if row["part"] is not None else None
+        checked = check(outcome, self.opts.schema) if isinstance(outcome, Succeeded) else None
+        usable = (
+            checked is not None
+            and checked.ok
+            and isinstance(outcome, Succeeded)
+            and (outcome.stop_reason is not StopReason.MAX_TOKENS)
+        )
+        if usable:
+            assert checked is not None
+            if part is None:
+                self.store.settle(
+                    self.job_id, custom_id, item_state=ItemState.SUCCEEDED, output={"value": checked.value, "meta": {}}
+                )
+            else:
+                self._settle_part(custom_id, part)
+            return
+        failure = failure_of(outcome, checked.error if checked else None)
+        ctx = Context(
+            template=self.template,
+            max_retries=self.opts.max_retries,
+            context_window=self.provider.limits.context_for(self.opts.model),
+            max_output_tokens=self.provider.limits.max_output_for(self.opts.model),
+            document=None if self._ready_made(item_id) else item.text,
+            next_id=self._id_source(item_id),
+            examples=lambda: self.examples(item.signature, item_id),
+        )
+        fix = remedy(row["request"], part, failure, ctx, outcome)
+        if fix.give_up is not None:
+            self.store.settle(self.job_id, custom_id, item_state=ItemState.FAILED, error=fix.give_up.as_dict())
+        else:
+            self.store.settle(self.job_id, custom_id, retries=fix.retries, parts=fix.parts)
+
+    def _settle_part(self, custom_id: str, part: tuple[int, int, str]) -> None:
+        """A part succeeded: when every part of the split has a valid output, merge them and finish the item."""
+        _, parts, group = part
+        best: dict[int, Any] = {}
+        for index, _cid, outcome in self.store.group_outcomes(self.job_id, group):
+            if index in best or not isinstance(outcome, Succeeded) or outcome.stop_reason is StopReason.MAX_TOKENS:
+                continue
+            checked = check(outcome, self.opts.schema)
+            if checked.ok:
+                best[index] = checked.value
+        if len(best) < parts:
+            self.store.settle(self.job_id, custom_id)
+            return
+        merged, conflicts = merge_outputs([best[i] for i in range(parts)])
+        self.store.settle(
+            self.job_id,
+            custom_id,
+            item_state=ItemState.SUCCEEDED,
+            output={"value": merged, "meta": {"parts": parts, "conflicts": conflicts}},
+        )
+
+    def _ready_made(self, item_id: str) -> bool:
+        """The input was provider batch request lines: there is a prompt, but no document to split or re-render."""
+        if self._requests_input is None:
+            self._requests_input = input_kind(Path(self.opts.input)) == "requests"
+        return self._requests_input
+
+    def _id_source(self, item_id: str) -> Any:
+        base = base_custom_id(item_id)
+        counter = [self.store.count_item_requests(self.job_id, item_id)]
+
+        def next_id() -> str:
+            n = counter[0]
+            counter[0] += 1
+            return retry_custom_id(base, n)
+
+        return next_id
+
+    def examples(self, sig: str, item_id: str) -> list[tuple[str, str]]:
+        """Worked examples for few-shot: documents of the same signature that already succeeded in this job."""
+        found: list[tuple[str, str]] = []
+        for item in self.store.iter_items(self.job_id, ItemState.SUCCEEDED):
+            if item.signature != sig or item.item_id == item_id:
+                continue
+            output = self.store.item_row(self.job_id, item.item_id)["output"]
+            value = output["value"] if isinstance(output, dict) else output
+            if output and not output.get("meta", {}).get("parts"):
+                found.append((item.text[:_EXCERPT], value if isinstance(value, str) else json.dumps(value)))
+            if len(found) >= _EXAMPLES:
+                break
+        return found

@@ -1,0 +1,245 @@
+"""Runs batches through their state machine on a bounded pool of workers, with the emulated service's timing.
+
+Everything it knows is in the store: a tick reads the active batches, moves each one as far as the clock allows,
+claims pending requests for free workers, and writes finished answers back in one transaction. Killing the process
+loses only answers not yet written; at start `running` rows go back to `pending`, so a batch carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from freight.domain import (
+    BATCH_TRANSITIONS,
+    BatchState,
+    Errored,
+    ErrorKind,
+    Expired,
+    Request,
+    Succeeded,
+    check_transition,
+)
+from freight.server.config import ServerConfig
+from freight.server.store import Store, batches, requests
+from freight.server.wire import Answerer, WireError, new_id
+
+log = logging.getLogger("freight.server")
+
+ACTIVE = (BatchState.SUBMITTED, BatchState.IN_PROGRESS, BatchState.FINALIZING, BatchState.CANCELING)
+_COUNTER = {"succeeded": "n_succeeded", "errored": "n_errored", "canceled": "n_canceled", "expired": "n_expired"}
+
+
+_FINISH_ROW = (
+    sa.update(requests)
+    .where(requests.c.batch_id == sa.bindparam("b_batch"), requests.c.idx == sa.bindparam("b_idx"))
+    .values(
+        state="done",
+        outcome=sa.bindparam("b_outcome"),
+        response_id=sa.bindparam("b_response"),
+        finished_at=sa.bindparam("b_at"),
+    )
+)
+
+
+class Dialect(Protocol):
+    name: str
+    response_prefix: str
+
+    def to_request(self, params: Any, custom_id: str) -> Request: ...
+
+    def load(self, batch: sa.RowMapping, now: float) -> bool:
+        """Make the batch's requests ready (validate an input file ...). False when the batch failed validation."""
+        ...
+
+    def on_end(self, conn: sa.Connection, batch: sa.RowMapping, now: float) -> None:
+        """Whatever the dialect produces when a batch ends (OpenAI: its output and error files)."""
+        ...
+
+
+def set_state(conn: sa.Connection, batch: sa.RowMapping, new: BatchState, **values: Any) -> None:
+    check_transition(BATCH_TRANSITIONS, BatchState(batch["state"]), new, f"batch {batch['id']}")
+    conn.execute(sa.update(batches).where(batches.c.id == batch["id"]).values(state=new.value, **values))
+
+
+class Processor:
+    def __init__(self, config: ServerConfig, store: Store, answerer: Answerer, dialects: dict[str, Dialect]) -> None:
+        self.config = config
+        self.store = store
+        self.answerer = answerer
+        self.dialects = dialects
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="freight-worker")
+        self._inflight: Counter[str] = Counter()
+        self._dialect_by_batch: dict[str, str] = {}
+        self._futures: list[Future[tuple[str, int, Succeeded | Errored | Expired, float]]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.store.write() as conn:
+            conn.execute(sa.update(requests).where(requests.c.state == "running").values(state="pending"))
+        self._thread = threading.Thread(target=self._loop, name="freight-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        interval = min(0.2, max(0.01, self.config.real(0.5)))
+        while not self._stop.is_set():
+            try:
+                self._tick(time.time())
+            except Exception:  # a bad tick must not stop every batch; the next tick retries from the store
+                log.exception("processor tick failed")
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def _tick(self, now: float) -> None:
+        self._collect(now)
+        with self.store.read() as conn:
+            active = (
+                conn.execute(
+                    sa.select(batches)
+                    .where(batches.c.state.in_([s.value for s in ACTIVE]), batches.c.deleted.is_(False))
+                    .order_by(batches.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        for batch in active:
+            self._advance(batch, now)
+
+    def _advance(self, batch: sa.RowMapping, now: float) -> None:
+        state, bid = BatchState(batch["state"]), batch["id"]
+        idle = self._inflight[bid] == 0
+        if state in (BatchState.SUBMITTED, BatchState.IN_PROGRESS) and now >= batch["expires_at"]:
+            if idle:
+                self._finish_rest(batch, BatchState.EXPIRED, "expired", now)
+            return
+        if state is BatchState.SUBMITTED and now >= batch["start_at"]:
+            if self.dialects[batch["dialect"]].load(batch, now):
+                with self.store.write() as conn:
+                    set_state(conn, batch, BatchState.IN_PROGRESS, in_progress_at=now)
+            return
+        if state is BatchState.IN_PROGRESS:
+            claimed = self._claim(batch)
+            done = batch["n_succeeded"] + batch["n_errored"] + batch["n_canceled"] + batch["n_expired"]
+            if not claimed and idle and done >= batch["total"]:
+                until = now + self.config.real(self.config.timings.finalize + self.config.faults.stuck_finalizing)
+                with self.store.write() as conn:
+                    set_state(conn, batch, BatchState.FINALIZING, finalizing_at=now, finalize_until=until)
+            return
+        if state is BatchState.FINALIZING and now >= batch["finalize_until"]:
+            with self.store.write() as conn:
+                set_state(conn, batch, BatchState.ENDED, ended_at=now)
+                self.dialects[batch["dialect"]].on_end(conn, batch, now)
+            return
+        if state is BatchState.CANCELING and idle and now >= batch["cancel_until"]:
+            self._finish_rest(batch, BatchState.CANCELED, "canceled", now)
+
+    def _finish_rest(self, batch: sa.RowMapping, new: BatchState, status: str, now: float) -> None:
+        """End a batch early: every request not answered yet gets `status` (expired / canceled)."""
+        with self.store.write() as conn:
+            res = conn.execute(
+                sa.update(requests)
+                .where(requests.c.batch_id == batch["id"], requests.c.state != "done")
+                .values(state="done", outcome=json.dumps({"status": status}), finished_at=now)
+            )
+            column = batches.c[_COUNTER[status]]
+            set_state(conn, batch, new, ended_at=now, **{column.name: column + res.rowcount})
+            self.dialects[batch["dialect"]].on_end(conn, batch, now)
+
+    def _claim(self, batch: sa.RowMapping) -> bool:
+        # Enough queued work that workers never wait on a tick, little enough that a cancel takes effect quickly.
+        room = max(32, 8 * self.config.workers) - sum(self._inflight.values())
+        if room <= 0:
+            return True  # busy, not finished
+        with self.store.write() as conn:
+            rows = conn.execute(
+                sa.select(requests.c.idx, requests.c.custom_id, requests.c.params)
+                .where(requests.c.batch_id == batch["id"], requests.c.state == "pending")
+                .order_by(requests.c.order_key)
+                .limit(room)
+            ).all()
+            if rows:
+                conn.execute(
+                    sa.update(requests)
+                    .where(requests.c.batch_id == batch["id"], requests.c.idx.in_([r.idx for r in rows]))
+                    .values(state="running")
+                )
+        dialect = self.dialects[batch["dialect"]]
+        self._dialect_by_batch[batch["id"]] = batch["dialect"]
+        for row in rows:
+            self._inflight[batch["id"]] += 1
+            fut = self._pool.submit(self._work, dialect, batch["id"], row.idx, row.custom_id, row.params)
+            fut.add_done_callback(lambda _f: self._wake.set())
+            self._futures.append(fut)
+        return bool(rows)
+
+    def _work(
+        self, dialect: Dialect, batch_id: str, idx: int, custom_id: str, params: str
+    ) -> tuple[str, int, Succeeded | Errored | Expired, float]:
+        time.sleep(self.config.real(self.config.timings.per_request))
+        try:
+            # The engine needs a custom_id in the domain's strict alphabet; OpenAI's may be any string.
+            request = dialect.to_request(json.loads(params), f"r{idx}")
+        except WireError as exc:
+            return batch_id, idx, Errored(kind=ErrorKind.INVALID_REQUEST, message=exc.message), time.time()
+        now = time.time()
+        try:
+            outcome = self.answerer.answer(request, (batch_id, custom_id), now)
+        except Exception as exc:  # an engine that breaks answers like a service's internal error, never a hang
+            log.exception("the engine failed on %s/%s", batch_id, custom_id)
+            outcome = Errored(kind=ErrorKind.SERVER_ERROR, message=f"engine failure: {type(exc).__name__}")
+        return batch_id, idx, outcome, now
+
+    def _collect(self, now: float) -> None:
+        finished = [f for f in self._futures if f.done()]
+        if not finished:
+            return
+        done = set(finished)  # a future finishing between the two passes waits for the next tick
+        self._futures = [f for f in self._futures if f not in done]
+        per_batch: dict[str, Counter[str]] = {}
+        rows: list[dict[str, Any]] = []
+        for fut in finished:
+            batch_id, idx, outcome, at = fut.result()
+            counts = per_batch.setdefault(batch_id, Counter())
+            counts[_COUNTER[outcome.status]] += 1
+            usage = getattr(outcome, "usage", None)
+            if usage is not None:
+                counts["input_tokens"] += usage.input_tokens
+                counts["output_tokens"] += usage.output_tokens
+            prefix = self.dialects[self._dialect_by_batch[batch_id]].response_prefix
+            rows.append(
+                {
+                    "b_batch": batch_id,
+                    "b_idx": idx,
+                    "b_outcome": outcome.model_dump_json(),
+                    "b_response": new_id(prefix) if isinstance(outcome, Succeeded) else None,
+                    "b_at": at,
+                }
+            )
+        with self.store.write() as conn:
+            conn.execute(_FINISH_ROW, rows)
+            for batch_id, counts in per_batch.items():
+                self._inflight[batch_id] -= sum(counts[c] for c in _COUNTER.values())
+                conn.execute(
+                    sa.update(batches)
+                    .where(batches.c.id == batch_id)
+                    .values({batches.c[k]: batches.c[k] + v for k, v in counts.items()})
+                )

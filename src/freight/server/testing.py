@@ -1,0 +1,158 @@
+"""`LocalServer`: `freight serve` on a free loopback port, for tests (this project's and users' own).
+
+In-thread by default (fast, same process); `subprocess=True` runs `python -m freight.server` as a child process so a
+test can kill it with SIGKILL and start another on the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess as sp
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from freight.domain import FreightError
+from freight.server.config import API_KEY_ENV, build_config
+from freight.server.engines.options import as_flags
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalServer:
+    def __init__(
+        self,
+        db: str | Path,
+        engine: str = "scripted",
+        time_scale: float = 0.0005,
+        faults: str = "",
+        api_key: str = "test-key",
+        subprocess: bool = False,
+        workers: int = 4,
+        port: int | None = None,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.db = Path(db)
+        self.engine = engine
+        self.time_scale = time_scale
+        self.faults = faults
+        self.api_key = api_key
+        self.subprocess = subprocess
+        self.workers = workers
+        self.engine_options = engine_options or {}
+        self.port = port or free_port()
+        self._proc: sp.Popen[bytes] | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def records(self) -> list[dict[str, Any]]:
+        """The server's log of every request it received: dialect, batch_id (None for sync), custom_id, received_at."""
+        response = httpx.get(f"{self.base_url}/_freight/records", headers={"x-api-key": self.api_key}, timeout=30)
+        response.raise_for_status()
+        records: list[dict[str, Any]] = response.json()
+        return records
+
+    def start(self) -> LocalServer:
+        if self.subprocess:
+            self._start_process()
+        else:
+            self._start_thread()
+        self._wait_ready()
+        return self
+
+    def _start_thread(self) -> None:
+        import uvicorn
+
+        from freight.server.app import create_app
+
+        config = build_config(
+            port=self.port,
+            db=self.db,
+            engine=self.engine,
+            time_scale=self.time_scale,
+            faults=self.faults,
+            api_key=self.api_key,
+            workers=self.workers,
+            engine_options=self.engine_options,
+        )
+        self._server = uvicorn.Server(
+            uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(target=self._server.run, name="freight-serve", daemon=True)
+        self._thread.start()
+
+    def _start_process(self) -> None:
+        args = [
+            sys.executable, "-m", "freight.server",
+            "--port", str(self.port), "--db", str(self.db), "--engine", self.engine,
+            "--time-scale", str(self.time_scale), "--faults", self.faults, "--workers", str(self.workers),
+            *as_flags(self.engine_options),
+        ]  # fmt: skip
+        # The key travels in the environment, never on a command line other users can read.
+        env = {**os.environ, API_KEY_ENV: self.api_key}
+        self._proc = sp.Popen(args, env=env)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise FreightError(f"freight serve exited with code {self._proc.returncode} before it was ready")
+            try:
+                if httpx.get(f"{self.base_url}/_freight/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise FreightError(f"freight serve did not answer on {self.base_url} within {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server process (subprocess=True only): no shutdown, no flush, as a crash."""
+        if self._proc is None:
+            raise FreightError("kill() needs LocalServer(subprocess=True)")
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=10)
+        self._proc = None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except sp.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+            self._proc = None
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout=15)
+            self._server = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

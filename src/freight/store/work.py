@@ -1,0 +1,425 @@
+"""The lifecycle of a request in the store: recorded, packed into a batch, submitted, answered, settled.
+
+A request's row moves created -> submitted -> done (its one outcome is committed) -> settled (that outcome has been
+acted on: the item updated, any retry recorded). The two last steps are separate transactions on purpose: an outcome
+is durable before anything acts on it, and a crash between them leaves a `done` request that a resumed run settles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+
+from freight.domain import (
+    BATCH_TRANSITIONS,
+    Batch,
+    BatchState,
+    Errored,
+    FreightError,
+    ItemState,
+    Outcome,
+    Request,
+    RequestCounts,
+    Succeeded,
+    check_transition,
+)
+from freight.store.schema import batches, items, outcomes, requests
+from freight.store.store import DuplicateOutcome, StoreBase, UnknownRequest, _aware, _now
+
+_OUTCOME = TypeAdapter[Outcome](Outcome)
+_CHUNK = 500
+
+# (part index, number of parts, chunk group) of a request that is one chunk of a split document.
+Part = tuple[int, int, str]
+
+
+class Store(StoreBase):
+    # --- requests ---------------------------------------------------------------------------------------------
+
+    def add_requests(
+        self, job_id: str, reqs: Iterable[Request], mode: str = "batch", parts: dict[str, Part] | None = None
+    ) -> None:
+        """Record requests before they are sent, and move their items in flight, in one transaction.
+
+        Recording first is what lets a resumed run recognize its own work: a request is never built twice.
+        """
+        with self.engine.begin() as conn:
+            self._insert_requests(conn, job_id, reqs, mode, parts or {})
+
+    def _insert_requests(
+        self, conn: sa.Connection, job_id: str, reqs: Iterable[Request], mode: str, parts: dict[str, Part]
+    ) -> None:
+        now = _now()
+        moved: set[str] = set()
+        for r in reqs:
+            part = parts.get(r.custom_id)
+            conn.execute(
+                requests.insert().values(
+                    job_id=job_id,
+                    custom_id=r.custom_id,
+                    item_id=r.item_id or "",
+                    attempt=r.attempt,
+                    parent_custom_id=r.parent_custom_id,
+                    fix=r.fix,
+                    part=part[0] if part else None,
+                    parts=part[1] if part else None,
+                    chunk_group=part[2] if part else None,
+                    mode=mode,
+                    state="created",
+                    payload=r.model_dump(mode="json"),
+                    created_at=now,
+                )
+            )
+            if r.item_id and r.item_id not in moved:
+                row = conn.execute(
+                    sa.select(items.c.state).where(items.c.job_id == job_id, items.c.item_id == r.item_id)
+                ).first()
+                if row is not None and row.state != ItemState.IN_FLIGHT.value:
+                    self._set_item_state(conn, job_id, r.item_id, ItemState.IN_FLIGHT)
+                moved.add(r.item_id)
+
+    def settle(
+        self,
+        job_id: str,
+        custom_id: str,
+        *,
+        item_state: ItemState | None = None,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        retries: Sequence[Request] = (),
+        parts: dict[str, Part] | None = None,
+    ) -> bool:
+        """Act on a recorded outcome, once: record the retries it calls for and move its item, in one transaction.
+
+        Returns False (and changes nothing) when the request was settled already, so settling is idempotent.
+        """
+        where = (requests.c.job_id == job_id, requests.c.custom_id == custom_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(requests.c.state, requests.c.item_id, requests.c.mode).where(*where)).first()
+            if row is None:
+                raise UnknownRequest(f"job {job_id}: no request {custom_id!r} to settle")
+            if row.state == "settled":
+                return False
+            if row.state != "done":
+                raise FreightError(f"job {job_id}: request {custom_id!r} has no outcome yet ({row.state})")
+            conn.execute(requests.update().where(*where).values(state="settled"))
+            self._insert_requests(conn, job_id, retries, row.mode, parts or {})
+            if item_state is not None:
+                self._set_item_state(conn, job_id, row.item_id, item_state, output=output, error=error)
+        return True
+
+    def unsettled(self, job_id: str) -> list[str]:
+        """custom_ids whose outcome is recorded but not yet acted on (a run stopped between the two)."""
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(requests.c.custom_id)
+                    .where(requests.c.job_id == job_id, requests.c.state == "done")
+                    .order_by(requests.c.custom_id)
+                ).scalars()
+            )
+
+    def open_requests(self, job_id: str, item_id: str) -> int:
+        """Requests of an item that have not been settled yet."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        requests.c.job_id == job_id, requests.c.item_id == item_id, requests.c.state != "settled"
+                    )
+                ).scalar_one()
+            )
+
+    def get_request(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = (
+                conn.execute(requests.select().where(requests.c.job_id == job_id, requests.c.custom_id == custom_id))
+                .mappings()
+                .first()
+            )
+        return _request_row(row) if row else None
+
+    def requests_where(self, job_id: str, **filters: Any) -> list[dict[str, Any]]:
+        q = requests.select().where(requests.c.job_id == job_id)
+        for col, value in filters.items():
+            q = q.where(requests.c[col].is_(None) if value is None else requests.c[col] == value)
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(requests.c.created_at, requests.c.custom_id)).mappings().all()
+        return [_request_row(r) for r in rows]
+
+    def iter_pending_requests(self, job_id: str, mode: str = "batch") -> Iterator[Request]:
+        """Requests recorded but not yet in any batch, streamed page by page."""
+        last = ""
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    sa.select(requests.c.custom_id, requests.c.payload)
+                    .where(
+                        requests.c.job_id == job_id,
+                        requests.c.state == "created",
+                        requests.c.mode == mode,
+                        requests.c.batch_id.is_(None),
+                        requests.c.custom_id > last,
+                    )
+                    .order_by(requests.c.custom_id)
+                    .limit(_CHUNK)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield Request.model_validate(row.payload)
+            last = rows[-1].custom_id
+
+    def group_outcomes(self, job_id: str, group: str) -> list[tuple[int, str, Outcome]]:
+        """(part, custom_id, outcome) of every answered request of one split document, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(requests.c.part, requests.c.custom_id, outcomes.c.payload)
+                .join(
+                    outcomes,
+                    sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id),
+                )
+                .where(requests.c.job_id == job_id, requests.c.chunk_group == group)
+                .order_by(requests.c.created_at, requests.c.custom_id)
+            ).all()
+        return [(int(part), cid, _OUTCOME.validate_python(payload)) for part, cid, payload in rows]
+
+    def item_requests(self, job_id: str, item_id: str) -> list[dict[str, Any]]:
+        """An item's requests in the order they were made, each with its outcome row (or None)."""
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(
+                        requests,
+                        outcomes.c.status.label("outcome_status"),
+                        outcomes.c.kind.label("outcome_kind"),
+                        outcomes.c.input_tokens,
+                        outcomes.c.output_tokens,
+                        outcomes.c.cache_write_tokens,
+                        outcomes.c.cache_read_tokens,
+                        outcomes.c.cost_usd,
+                        outcomes.c.sync_cost_usd,
+                    )
+                    .outerjoin(
+                        outcomes,
+                        sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id),
+                    )
+                    .where(requests.c.job_id == job_id, requests.c.item_id == item_id)
+                    .order_by(requests.c.created_at, requests.c.custom_id)
+                )
+                .mappings()
+                .all()
+            )
+        return [_request_row(r) for r in rows]
+
+    def count_item_requests(self, job_id: str, item_id: str) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(requests.c.job_id == job_id, requests.c.item_id == item_id)
+                ).scalar_one()
+            )
+
+    def fix_counts(self, job_id: str) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(requests.c.fix, sa.func.count())
+                .where(requests.c.job_id == job_id, requests.c.fix.is_not(None))
+                .group_by(requests.c.fix)
+            ).all()
+        return {fix: n for fix, n in rows}
+
+    def requests_in_state(self, job_id: str, state: str, mode: str | None = None, limit: int = _CHUNK) -> list[Request]:
+        q = sa.select(requests.c.payload).where(requests.c.job_id == job_id, requests.c.state == state)
+        if mode is not None:
+            q = q.where(requests.c.mode == mode)
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(requests.c.created_at, requests.c.custom_id).limit(limit)).scalars().all()
+        return [Request.model_validate(p) for p in rows]
+
+    # --- batches ----------------------------------------------------------------------------------------------
+
+    def create_batch(self, job_id: str, provider: str, custom_ids: list[str]) -> int:
+        """Record a batch as `preparing` and claim its requests, before anything is sent to the provider."""
+        with self.engine.begin() as conn:
+            batch_id = conn.execute(
+                batches.insert().values(
+                    job_id=job_id,
+                    provider=provider,
+                    state=BatchState.PREPARING.value,
+                    counts=RequestCounts(processing=len(custom_ids)).model_dump(),
+                    n_requests=len(custom_ids),
+                    created_at=_now(),
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            for start in range(0, len(custom_ids), _CHUNK):
+                conn.execute(
+                    requests.update()
+                    .where(requests.c.job_id == job_id, requests.c.custom_id.in_(custom_ids[start : start + _CHUNK]))
+                    .values(batch_id=batch_id)
+                )
+            self._event(conn, job_id, "batch.prepared", batch=batch_id, requests=len(custom_ids))
+        return int(batch_id)
+
+    def mark_submitted(self, local_id: int, batch: Batch) -> None:
+        with self.engine.begin() as conn:
+            row = self._batch_row(conn, local_id)
+            check_transition(BATCH_TRANSITIONS, BatchState(row["state"]), BatchState.SUBMITTED, f"batch {local_id}")
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == local_id)
+                .values(
+                    provider_batch_id=batch.provider_batch_id,
+                    state=BatchState.SUBMITTED.value,
+                    submitted_at=_now(),
+                    expires_at=batch.expires_at,
+                    counts=batch.counts.model_dump(),
+                )
+            )
+            conn.execute(requests.update().where(requests.c.batch_id == local_id).values(state="submitted"))
+            self._event(
+                conn, row["job_id"], "batch.submitted", batch=local_id, provider_batch_id=batch.provider_batch_id
+            )
+        if batch.state != BatchState.SUBMITTED:
+            self.update_batch(local_id, batch)
+
+    def update_batch(self, local_id: int, batch: Batch) -> None:
+        with self.engine.begin() as conn:
+            row = self._batch_row(conn, local_id)
+            old = BatchState(row["state"])
+            check_transition(BATCH_TRANSITIONS, old, batch.state, f"batch {local_id}")
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == local_id)
+                .values(
+                    state=batch.state.value,
+                    counts=batch.counts.model_dump(),
+                    ended_at=batch.ended_at
+                    or (_now() if batch.state.terminal and not row["ended_at"] else None)
+                    or row["ended_at"],
+                )
+            )
+            if old != batch.state:
+                self._event(conn, row["job_id"], "batch.state", batch=local_id, old=old.value, new=batch.state.value)
+
+    def mark_ingested(self, local_id: int) -> None:
+        with self.engine.begin() as conn:
+            row = self._batch_row(conn, local_id)
+            conn.execute(batches.update().where(batches.c.id == local_id).values(ingested_at=_now()))
+            self._event(conn, row["job_id"], "batch.ingested", batch=local_id)
+
+    def fail_unsubmitted_batch(self, local_id: int, reason: str) -> None:
+        """A batch the provider refused: release its requests so they can be packed again or failed."""
+        with self.engine.begin() as conn:
+            row = self._batch_row(conn, local_id)
+            check_transition(BATCH_TRANSITIONS, BatchState(row["state"]), BatchState.FAILED, f"batch {local_id}")
+            conn.execute(batches.update().where(batches.c.id == local_id).values(state="failed", ended_at=_now()))
+            self._event(conn, row["job_id"], "batch.failed", batch=local_id, reason=reason)
+
+    def _batch_row(self, conn: sa.Connection, local_id: int) -> dict[str, Any]:
+        row = conn.execute(batches.select().where(batches.c.id == local_id)).mappings().first()
+        if row is None:
+            raise FreightError(f"no batch {local_id} in this store")
+        return dict(row)
+
+    def batches(self, job_id: str, states: Iterable[BatchState] | None = None) -> list[dict[str, Any]]:
+        q = batches.select().where(batches.c.job_id == job_id)
+        if states is not None:
+            q = q.where(batches.c.state.in_([s.value for s in states]))
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(batches.c.id)).mappings().all()
+        return [
+            {**r, **{k: _aware(r[k]) for k in ("created_at", "submitted_at", "expires_at", "ended_at")}} for r in rows
+        ]
+
+    def knows_batch(self, provider_batch_id: str) -> bool:
+        with self._read() as conn:
+            return (
+                conn.execute(sa.select(batches.c.id).where(batches.c.provider_batch_id == provider_batch_id)).first()
+                is not None
+            )
+
+    def batch_custom_ids(self, local_id: int) -> list[str]:
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(requests.c.custom_id)
+                    .where(requests.c.batch_id == local_id)
+                    .order_by(requests.c.custom_id)
+                ).scalars()
+            )
+
+    # --- outcomes ---------------------------------------------------------------------------------------------
+
+    def record_outcome(
+        self, job_id: str, custom_id: str, outcome: Outcome, *, cost_usd: float = 0.0, sync_cost_usd: float = 0.0
+    ) -> None:
+        """Commit one request's outcome. Raises UnknownRequest / DuplicateOutcome rather than taking it silently."""
+        usage = outcome.usage if isinstance(outcome, Succeeded | Errored) else None
+        with self.engine.begin() as conn:
+            req = conn.execute(
+                sa.select(requests.c.state).where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
+            ).first()
+            if req is None:
+                raise UnknownRequest(f"job {job_id}: a result arrived for custom_id {custom_id!r}, which it never sent")
+            if req.state in ("done", "settled"):
+                raise DuplicateOutcome(f"job {job_id}: custom_id {custom_id!r} already has an outcome")
+            conn.execute(
+                outcomes.insert().values(
+                    job_id=job_id,
+                    custom_id=custom_id,
+                    status=outcome.status,
+                    kind=outcome.kind.value if isinstance(outcome, Errored) else None,
+                    payload=outcome.model_dump(mode="json"),
+                    input_tokens=usage.input_tokens if usage else 0,
+                    output_tokens=usage.output_tokens if usage else 0,
+                    cache_write_tokens=usage.cache_write_tokens if usage else 0,
+                    cache_read_tokens=usage.cache_read_tokens if usage else 0,
+                    cost_usd=cost_usd,
+                    sync_cost_usd=sync_cost_usd,
+                    recorded_at=_now(),
+                )
+            )
+            conn.execute(
+                requests.update()
+                .where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
+                .values(state="done")
+            )
+
+    def get_outcome(self, job_id: str, custom_id: str) -> Outcome | None:
+        with self._read() as conn:
+            payload = conn.execute(
+                sa.select(outcomes.c.payload).where(outcomes.c.job_id == job_id, outcomes.c.custom_id == custom_id)
+            ).scalar()
+        return _OUTCOME.validate_python(payload) if payload is not None else None
+
+    def totals(self, job_id: str) -> dict[str, float]:
+        """Tokens and cost of everything this job has been billed for, summed by the database."""
+        cols = [
+            outcomes.c.input_tokens,
+            outcomes.c.output_tokens,
+            outcomes.c.cache_write_tokens,
+            outcomes.c.cache_read_tokens,
+            outcomes.c.cost_usd,
+            outcomes.c.sync_cost_usd,
+        ]
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    sa.select(*[sa.func.coalesce(sa.func.sum(c), 0).label(c.name) for c in cols]).where(
+                        outcomes.c.job_id == job_id
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        return {k: float(v) for k, v in row.items()}
+
+
+def _request_row(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["request"] = Request.model_validate(d.pop("payload"))
+    return d

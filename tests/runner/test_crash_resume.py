@@ -1,0 +1,85 @@
+"""Kill the runner with SIGKILL at many points; `freight resume` finishes with every document final exactly once,
+and the server saw no request (hence no batch) twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from freight.server.testing import LocalServer
+from freight.store import Store
+
+from .conftest import PLANTED
+
+POINTS = [
+    "requests.created",
+    "submit.before",
+    "submit.after",
+    "poll.updated",
+    "ingest.recorded:3",
+    "ingest.settled:5",
+    "ingest.before_mark",
+    "submit.after:2",
+    "ingest.recorded:14",
+]
+
+
+def _freight(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "freight", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("points", [POINTS[:5], POINTS[5:]], ids=["early", "late"])
+def test_sigkill_anywhere_then_resume(tmp_path: Path, corpus: Path, server: LocalServer, points: list[str]) -> None:
+    db = str(tmp_path / "f.db")
+    env = {**os.environ, "ANTHROPIC_API_KEY": server.api_key}
+    run = [
+        "run",
+        str(corpus),
+        "--schema",
+        str(corpus.parent / "schema.json"),
+        "--model",
+        "scripted-ctx-1200",
+        "--max-tokens",
+        "120",
+        "--max-retries",
+        "3",
+        "--base-url",
+        server.base_url,
+        "--db",
+        db,
+        "--poll-interval",
+        "0.05",
+        "--batch-size",
+        "5",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    killed = 0
+    for point in points:
+        done = _freight(run, {**env, "FREIGHT_CRASH_AT": point})
+        if done.returncode == -9:
+            killed += 1
+        else:  # the job finished before reaching this point
+            assert done.returncode == 0, done.stderr
+    assert killed >= 3, "the crash points were not reached: the test would prove nothing"
+    with Store(db) as store:
+        (job,) = store.list_jobs()
+    final = _freight(["resume", job.job_id, "--db", db, "--poll-interval", "0.05"], env)
+    if "nothing to resume" not in final.stderr:
+        assert final.returncode == 0, final.stderr
+    out = _freight(["results", job.job_id, "--db", db], env)
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(PLANTED)  # every document exactly once
+    assert {x["id"]: x["status"] for x in lines} == {d: want for d, (_, want) in PLANTED.items()}
+
+    sent = Counter(r["custom_id"] for r in server.records() if r["batch_id"])
+    twice = [c for c, n in sent.items() if n > 1]
+    assert not twice, f"submitted twice: {twice}"
