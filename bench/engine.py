@@ -32,7 +32,7 @@ def load(n: int) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
     template = (CORPUS / "prompt.txt").read_text(encoding="utf-8")
     schema = json.loads((CORPUS / "schema.json").read_text(encoding="utf-8"))
     expected = [json.loads(line) for line in (CORPUS / "expected.jsonl").read_text(encoding="utf-8").splitlines()][:n]
-    prompts = [template.format(document=(CORPUS / e["file"]).read_text(encoding="utf-8")) for e in expected]
+    prompts = [template.replace("{document}", (CORPUS / e["file"]).read_text(encoding="utf-8")) for e in expected]
     return prompts, schema, expected
 
 

@@ -129,9 +129,11 @@ def make(i: int) -> tuple[str, dict[str, object]]:
 
 
 def main() -> None:
+    # The documents get a folder of their own, so the prompt and schema beside them are not read as documents.
+    (HERE / "docs").mkdir(exist_ok=True)
     with (HERE / "expected.jsonl").open("w", encoding="utf-8") as f:
         for i in range(30):
-            name = f"invoice-{i + 1:02d}.txt"
+            name = f"docs/invoice-{i + 1:02d}.txt"
             text, expected = make(i)
             (HERE / name).write_text(text, encoding="utf-8")
             f.write(json.dumps({"file": name, **expected}, ensure_ascii=False) + "\n")

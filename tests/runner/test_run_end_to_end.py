@@ -99,3 +99,16 @@ def test_running_the_same_command_again_resumes_the_same_job(tmp_path: Path, cor
         changed.prompt = "Another prompt: {document}"
         other, resumed = open_job(store, changed)
         assert not resumed and other.job_id != job.job_id
+
+
+def test_a_job_runs_on_either_store_backend(tmp_path: Path, corpus: Path, server: LocalServer, db_url: str) -> None:
+    opts = _options(corpus, "anthropic", server.base_url)
+    with Store(db_url) as store:
+        job, _ = open_job(store, opts)
+        adapter = get_provider("anthropic", base_url=server.base_url, api_key=server.api_key)
+        Runner(
+            store, adapter, job.job_id, opts, poll_interval=0.05, sleep=lambda s: __import__("time").sleep(0.05)
+        ).run()
+        report = build_report(store, job.job_id)
+    assert report["documents"] == len(PLANTED)
+    assert report["succeeded"] == sum(want == "succeeded" for _, want in PLANTED.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from freight import __version__
-from freight.cli import plan, run, serve, store_cmds
+from freight.cli import plan, run, sample, serve, store_cmds
 
 app = typer.Typer(
     name="freight",
@@ -36,7 +36,7 @@ def _root(
     """freight: route, submit, poll, correlate, fix, resume."""
 
 
-for _module in (run, store_cmds, plan, serve):
+for _module in (run, sample, store_cmds, plan, serve):
     _module.register(app)
 
 

@@ -15,7 +15,7 @@ import typer
 
 from freight.cli.common import DbOption, fail, open_store, print_json
 from freight.domain import FreightError, JobState
-from freight.providers import Provider, get_provider
+from freight.providers import Provider, get_provider, provider_names
 from freight.runner.job import RunOptions, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, item_results, render_report
@@ -138,10 +138,18 @@ def run(
     batch_size: int | None = typer.Option(None, help="At most this many requests per batch."),
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    # --- sample gate (issue 8; freight.cli.sample) ---
+    sample: bool = typer.Option(
+        True, "--sample/--no-sample", help="Sample first when the input has over 50 documents."
+    ),
+    sample_size: int = typer.Option(8, min=1, help="Documents in that sample."),
+    min_first_pass: float = typer.Option(0.9, min=0.0, max=1.0, help="Stop before submitting below this sample rate."),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if mode not in ("batch", "sync", "auto"):
         fail(f"--mode {mode!r}: use batch, sync or auto")
+    if provider not in provider_names():
+        fail(f"unknown provider {provider!r}; known providers: {', '.join(provider_names())}")
     opts = RunOptions(
         input=str(input.resolve()),
         provider=provider,
@@ -166,6 +174,19 @@ def run(
         except FreightError as exc:
             fail(str(exc))
         typer.echo(f"{'resuming' if resumed else 'started'} {job.job_id} ({store.item_counts(job.job_id)})", err=True)
+        # --- sample gate (issue 8): exits non-zero, the job stopped and nothing submitted, when the sample fails ---
+        from freight.cli.sample import sample_gate
+
+        sample_gate(
+            store,
+            job.job_id,
+            opts,
+            engine,
+            enabled=sample,
+            size=sample_size,
+            min_first_pass=min_first_pass,
+            as_json=as_json,
+        )
         _drive(store, job.job_id, opts, engine, poll_interval, batch_size, as_json)
 
 

@@ -1,0 +1,220 @@
+"""Sample first: run a representative handful of documents synchronously before committing the whole corpus.
+
+Someone is waiting for this step, so it goes through `Provider.send`, with the very requests the batch would carry
+(`build_request`, the same custom_ids), validated by the run's own `check` and classified by the run's own
+`failure_of`. The report gives the first-pass rate, each failure with its reason, and what the full input would take at
+that rate: retries (`plan.retries.project_retries`) and cost, synchronous against batch (`plan.pricing.cost`). Every
+sample run is kept in the store's `samples` table so prompt versions can be compared on the same documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from freight.domain import Errored, FreightError, Request, StopReason, Succeeded, Usage
+from freight.plan.pricing import PricingError, cost
+from freight.plan.retries import project_retries
+from freight.providers import Provider, ProviderError
+from freight.runner.build import build_request
+from freight.runner.ids import base_custom_id
+from freight.runner.inputs import Document
+from freight.runner.job import RunOptions
+from freight.runner.remediate import failure_of
+from freight.runner.sampling import Pick, Selection, choose
+from freight.runner.validate import check
+from freight.store import Store
+from freight.store.schema import samples
+
+DEFAULT_SIZE = 8
+DEFAULT_MIN_FIRST_PASS = 0.9
+GATE_THRESHOLD_DOCUMENTS = 50  # `freight run` samples first only above this many documents
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    size: int = DEFAULT_SIZE
+    seed: int = 0
+    min_first_pass: float = DEFAULT_MIN_FIRST_PASS
+    concurrency: int = 4
+
+
+def input_key(opts: RunOptions) -> str:
+    """Which corpus a sample run belongs to: the input's absolute path (digested when too long for the column)."""
+    path = str(Path(opts.input).resolve())
+    return path if len(path) <= 200 else f"{path[:120]}...{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+
+
+def prompt_version(opts: RunOptions) -> str:
+    """A short digest of everything that changes what is asked: two samples with the same digest asked the same."""
+    what = {
+        "prompt": opts.prompt,
+        "system": opts.system,
+        "schema": opts.schema,
+        "model": opts.model,
+        "max_tokens": opts.max_tokens,
+        "temperature": opts.temperature,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def request_for(opts: RunOptions, doc: Document) -> Request:
+    """The request the full run would send first for this document: same builder, same custom_id."""
+    if doc.request is not None:  # the input was already provider batch request lines
+        return doc.request
+    return build_request(opts.template(), custom_id=base_custom_id(doc.doc_id), item_id=doc.doc_id, document=doc.text)
+
+
+def run_sample(provider: Provider, opts: RunOptions, settings: SampleSettings) -> dict[str, Any]:
+    """Choose, send, validate, project. Returns the report (a JSON-ready dict, as it is stored)."""
+    selection, docs = choose(Path(opts.input), settings.size, settings.seed, opts.id_field, opts.text_field)
+    requests = [request_for(opts, d) for d in docs]
+    with ThreadPoolExecutor(max(1, min(settings.concurrency, len(requests)))) as pool:
+        sent = list(pool.map(lambda r: _send(provider, r), requests))
+    unreachable = [err for _, err in sent if err is not None]
+    if unreachable and len(unreachable) == len(sent):
+        raise FreightError(
+            f"the sample could not be run: {unreachable[0]}. Check --base-url / the API key and try again"
+        )
+    by_id = {p.doc_id: p for p in selection.picks}
+    results = [
+        _result(opts, by_id[doc.doc_id], doc, request, outcome)
+        for doc, request, (outcome, _) in zip(docs, requests, sent, strict=True)
+    ]
+    return _report(opts, settings, selection, results)
+
+
+def _send(provider: Provider, request: Request) -> tuple[Succeeded | Errored, ProviderError | None]:
+    try:
+        return provider.send(request), None
+    except ProviderError as exc:  # the API was not reached, or stayed overloaded through the adapter's retries
+        return Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc)), exc
+
+
+def _result(
+    opts: RunOptions, pick: Pick, doc: Document, request: Request, outcome: Succeeded | Errored
+) -> dict[str, Any]:
+    checked = check(outcome, opts.schema) if isinstance(outcome, Succeeded) else None
+    ok = (
+        isinstance(outcome, Succeeded)
+        and checked is not None
+        and checked.ok
+        and outcome.stop_reason is not StopReason.MAX_TOKENS
+    )
+    failure = None if ok else failure_of(outcome, checked.error if checked else None)
+    return {
+        "doc_id": doc.doc_id,
+        "custom_id": request.custom_id,
+        "source": doc.source,
+        "chars": pick.chars,
+        "signature": pick.signature,
+        "why": pick.reasons,
+        "ok": ok,
+        "failure": None if failure is None else {"kind": failure.kind, "message": failure.message},
+        "output": checked.value if ok and checked is not None else None,
+        "usage": outcome.usage.model_dump(),
+    }
+
+
+def _report(
+    opts: RunOptions, settings: SampleSettings, selection: Selection, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    k = len(results)
+    n = selection.documents
+    rate = sum(r["ok"] for r in results) / k
+    total = Usage()
+    for r in results:
+        total = total + Usage(**r["usage"])
+    estimate = estimate_full_run(opts.model, total, k, n, rate, batch=opts.mode != "sync")
+    return {
+        "input": opts.input,
+        "documents": n,
+        "size": k,
+        "seed": settings.seed,
+        "provider": opts.provider,
+        "model": opts.model,
+        "prompt_version": prompt_version(opts),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "first_pass_rate": round(rate, 4),
+        "min_first_pass": settings.min_first_pass,
+        "passed": rate >= settings.min_first_pass,
+        "results": results,
+        "failures": [
+            {"doc_id": r["doc_id"], "custom_id": r["custom_id"], **r["failure"]} for r in results if not r["ok"]
+        ],
+        "uncovered": selection.uncovered,
+        "strata": selection.strata,
+        "tokens": {"input_tokens": total.input_tokens, "output_tokens": total.output_tokens},
+        **estimate,
+    }
+
+
+def estimate_full_run(model: str, sample_usage: Usage, k: int, n: int, rate: float, batch: bool) -> dict[str, Any]:
+    """The full run at the sample's rate: the first pass over N documents plus the projected retries, each request
+    costing what a sampled document cost on average. An unpriced model is said to be unpriced, never priced at $0."""
+    try:
+        sync_per_doc = cost(model, sample_usage, batch=False) / k
+        batch_per_doc = cost(model, sample_usage, batch=True) / k
+    except PricingError as exc:
+        projection = project_retries(n, rate, 0.0)
+        return {
+            "retries": {"documents": n, "retries": projection.retries, "total_requests": projection.total_requests},
+            "cost": {"priced": False, "note": str(exc)},
+        }
+    projection = project_retries(n, rate, batch_per_doc if batch else sync_per_doc)
+    requests = projection.total_requests
+    return {
+        "retries": {
+            "documents": n,
+            "retries": projection.retries,
+            "total_requests": requests,
+            "retry_cost_usd": round(projection.retry_cost, 6),
+        },
+        "cost": {
+            "priced": True,
+            "per_document": {
+                "input_tokens": round(sample_usage.input_tokens / k),
+                "output_tokens": round(sample_usage.output_tokens / k),
+            },
+            "sync_usd": round(sync_per_doc * requests, 6),
+            "batch_usd": round(batch_per_doc * requests, 6),
+        },
+    }
+
+
+# --- keeping sample runs ------------------------------------------------------------------------------------------
+# The samples table belongs to this feature alone; a run is written once and never changed, so it needs none of the
+# job store's state machinery.
+
+
+def save_sample(store: Store, opts: RunOptions, report: dict[str, Any]) -> int:
+    with store.engine.begin() as conn:
+        result = conn.execute(
+            samples.insert().values(
+                input_key=input_key(opts),
+                prompt_hash=report["prompt_version"],
+                prompt=opts.prompt,
+                created_at=datetime.now(UTC),
+                report=report,
+            )
+        )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def load_samples(store: Store, opts: RunOptions, ids: list[int] | None = None, last: int = 2) -> list[dict[str, Any]]:
+    """Sample runs of this input, oldest first: the ones named by `ids`, else the `last` ones."""
+    q = sa.select(samples.c.id, samples.c.report).where(samples.c.input_key == input_key(opts))
+    q = q.where(samples.c.id.in_(ids)) if ids else q.order_by(samples.c.id.desc()).limit(last)
+    with store.engine.connect().execution_options(freight_read=True) as conn:
+        rows = conn.execute(q).all()
+    runs = [{**row.report, "sample_id": row.id} for row in rows]
+    return sorted(runs, key=lambda r: r["sample_id"])

@@ -1,0 +1,205 @@
+"""Sync mode, auto routing, ready-made request files, cancel, and the commands that read a job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from freight.cli import app
+from freight.domain import ItemState, JobState
+from freight.providers import get_provider
+from freight.runner.job import RunOptions, open_job
+from freight.runner.loop import Runner
+from freight.server.testing import LocalServer
+from freight.store import Store
+
+from .conftest import SCHEMA
+
+cli = CliRunner()
+
+
+def _docs(root: Path, n: int, text: str = "Vendor: Acme\nTotal: {i}") -> Path:
+    docs = root / "docs"
+    docs.mkdir()
+    for i in range(n):
+        (docs / f"d{i:02d}.txt").write_text(text.format(i=i))
+    return docs
+
+
+def test_sync_mode_sends_each_request_synchronously(tmp_path: Path, server: LocalServer) -> None:
+    docs = _docs(tmp_path, 5)
+    (docs / "d02.txt").write_text("Vendor: Acme [[fault:overloaded#sync]]")
+    opts = RunOptions(
+        input=str(docs),
+        provider="openai",
+        model="gpt-4o-mini",
+        schema=SCHEMA,
+        mode="sync",
+        base_url=server.openai_base_url,
+    )
+    with Store(str(tmp_path / "f.db")) as store:
+        job, _ = open_job(store, opts)
+        Runner(
+            store,
+            get_provider("openai", base_url=server.openai_base_url, api_key=server.api_key),
+            job.job_id,
+            opts,
+            sleep=lambda s: None,
+        ).run()
+        assert store.item_counts(job.job_id) == {"succeeded": 5}
+        assert store.batches(job.job_id) == []
+    records = server.records()
+    assert records and all(r["batch_id"] is None for r in records)  # nothing went through a batch
+    # One call per document, plus the planted overload's first attempt, which the adapter retried by itself.
+    assert len(records) == 6
+
+
+def test_auto_mode_routes_tool_requests_to_sync_and_says_why(tmp_path: Path, server: LocalServer) -> None:
+    line = {
+        "custom_id": "t1",
+        "params": {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 50,
+            "tools": [{"name": "read_file", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "review this"}],
+        },
+    }
+    reqs = tmp_path / "requests.jsonl"
+    reqs.write_text(json.dumps(line) + "\n")
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(reqs),
+            "--mode",
+            "auto",
+            "--base-url",
+            server.base_url,
+            "--db",
+            str(tmp_path / "f.db"),
+            "--poll-interval",
+            "0.05",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env={"ANTHROPIC_API_KEY": server.api_key},
+    )
+    assert result.exit_code == 0, result.output
+    assert "route: sync" in result.output and "tool" in result.output
+    assert all(r["batch_id"] is None for r in server.records())
+
+
+def test_a_ready_made_batch_file_runs_as_is(tmp_path: Path, server: LocalServer) -> None:
+    lines = [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "max_tokens": 40, "messages": [{"role": "user", "content": f"hi {i}"}]},
+        }
+        for i in range(4)
+    ]
+    reqs = tmp_path / "batch.jsonl"
+    reqs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(reqs),
+            "--provider",
+            "openai",
+            "--base-url",
+            server.openai_base_url,
+            "--db",
+            str(tmp_path / "f.db"),
+            "--poll-interval",
+            "0.05",
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+        env={"OPENAI_API_KEY": server.api_key},
+    )
+    assert result.exit_code == 0, result.output
+    out = [json.loads(x) for x in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert {x["id"]: x["output"] for x in out} == {f"req-{i}": f"echo: hi {i}" for i in range(4)}
+    assert sorted(r["custom_id"] for r in server.records() if r["batch_id"]) == [f"req-{i}" for i in range(4)]
+
+
+def test_cancel_ends_open_batches_and_documents_canceled(tmp_path: Path) -> None:
+    # Slow enough that the batch is still running when it is canceled.
+    with LocalServer(tmp_path / "slow.db", time_scale=0.05) as srv:
+        docs = _docs(tmp_path, 6)
+        opts = RunOptions(input=str(docs), provider="anthropic", model="claude-haiku-4-5", base_url=srv.base_url)
+        db = str(tmp_path / "f.db")
+        with Store(db) as store:
+            job, _ = open_job(store, opts)
+            adapter = get_provider("anthropic", base_url=srv.base_url, api_key=srv.api_key)
+            runner = Runner(store, adapter, job.job_id, opts, poll_interval=0.05)
+            runner.store.set_job_state(job.job_id, JobState.RUNNING)
+            runner.create_first_requests()
+            runner.submit_pending()
+            assert store.batches(job.job_id)[0]["state"] in ("submitted", "in_progress")
+        t0 = time.monotonic()
+        result = cli.invoke(app, ["cancel", job.job_id, "--db", db], env={"ANTHROPIC_API_KEY": srv.api_key})
+        assert result.exit_code == 0, result.output
+        assert time.monotonic() - t0 < 60
+        with Store(db) as store:
+            assert store.get_job(job.job_id).state is JobState.CANCELED  # type: ignore[union-attr]
+            states = {it.state for it in store.iter_items(job.job_id)}
+            assert states <= {ItemState.CANCELED, ItemState.SUCCEEDED} and ItemState.CANCELED in states
+            assert store.batches(job.job_id)[0]["state"] == "canceled"
+
+
+def test_status_results_and_jobs_read_the_store(tmp_path: Path, server: LocalServer) -> None:
+    docs = _docs(tmp_path, 3)
+    db = str(tmp_path / "f.db")
+    env = {"ANTHROPIC_API_KEY": server.api_key}
+    run = cli.invoke(
+        app,
+        [
+            "run",
+            str(docs),
+            "--model",
+            "claude-haiku-4-5",
+            "--base-url",
+            server.base_url,
+            "--db",
+            db,
+            "--poll-interval",
+            "0.05",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env=env,
+    )
+    assert run.exit_code == 0, run.output
+    assert "3 documents, 3 succeeded, 0 failed" in run.output and "saved $" in run.output
+    jobs = json.loads(cli.invoke(app, ["jobs", "--db", db, "--json"]).output)
+    (job,) = jobs
+    assert job["state"] == "completed" and job["items"] == {"succeeded": 3}
+    status = json.loads(cli.invoke(app, ["status", job["job_id"], "--db", db, "--json"]).output)
+    assert status["items"] == {"succeeded": 3} and status["batches"][0]["state"] == "ended"
+    assert status["totals"]["cost_usd"] > 0 and status["totals"]["sync_cost_usd"] == 2 * status["totals"]["cost_usd"]
+    lines = cli.invoke(app, ["results", job["job_id"], "--db", db]).output.splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["d00", "d01", "d02"]
+    missing = cli.invoke(app, ["status", "job_nope", "--db", db])
+    assert missing.exit_code == 1 and "no job 'job_nope'" in missing.output
+    resumed = cli.invoke(app, ["resume", job["job_id"], "--db", db])
+    assert resumed.exit_code == 1 and "nothing to resume" in resumed.output
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    result = cli.invoke(
+        app,
+        ["run", str(bad), "--base-url", "http://127.0.0.1:9", "--db", str(tmp_path / "f.db")],
+        env={"ANTHROPIC_API_KEY": "k"},
+    )
+    assert result.exit_code == 1
+    assert f"{bad}:2: document id 'a' already appears on line 1" in result.output
+    assert "Traceback" not in result.output
