@@ -36,20 +36,55 @@ def run_size(n: int, root: Path) -> tuple[float, float, dict[str, object]]:
     docs = root / f"docs-{n}.jsonl"
     with docs.open("w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"doc-{i:06d}", "text": f"Invoice {i}\nVendor: Acme {i % 97}\nTotal: {i}.50\n"
-                                + "Line item. " * (i % 40)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"doc-{i:06d}",
+                        "text": f"Invoice {i}\nVendor: Acme {i % 97}\nTotal: {i}.50\n" + "Line item. " * (i % 40),
+                    }
+                )
+                + "\n"
+            )
     schema = root / "schema.json"
-    schema.write_text(json.dumps({"type": "object", "properties": {"vendor": {"type": "string"},
-                                                                    "total": {"type": "number"}},
-                                  "required": ["vendor", "total"]}))
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {"vendor": {"type": "string"}, "total": {"type": "number"}},
+                "required": ["vendor", "total"],
+            }
+        )
+    )
     with LocalServer(root / f"serve-{n}.db", time_scale=0.0002, subprocess=True, workers=8) as srv:
         env = {**os.environ, "ANTHROPIC_API_KEY": srv.api_key}
         t0 = time.monotonic()
         out = subprocess.run(
-            [sys.executable, "-c", _MEASURED, "run", str(docs), "--schema", str(schema), "--model", "claude-haiku-4-5",
-             "--base-url", srv.base_url, "--db", str(root / f"f-{n}.db"), "--poll-interval", "0.5",
-             "--batch-size", "2000", "--out", str(root / f"out-{n}"), "--json"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                _MEASURED,
+                "run",
+                str(docs),
+                "--schema",
+                str(schema),
+                "--model",
+                "claude-haiku-4-5",
+                "--base-url",
+                srv.base_url,
+                "--db",
+                str(root / f"f-{n}.db"),
+                "--poll-interval",
+                "0.5",
+                "--batch-size",
+                "2000",
+                "--out",
+                str(root / f"out-{n}"),
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         wall = time.monotonic() - t0
     peak_kib = int(out.stderr.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0])
@@ -63,8 +98,10 @@ def main() -> None:
         print(f"{'documents':>10} {'wall s':>8} {'docs/s':>8} {'peak RSS MiB':>13} {'succeeded':>10}  failed by reason")
         for n in sizes:
             wall, peak, report = run_size(n, Path(tmp))
-            print(f"{n:>10,} {wall:>8.1f} {n / wall:>8.0f} {peak:>13.1f} {report['succeeded']:>10,}  "
-                  f"{report['failed_by_reason'] or '-'}")
+            print(
+                f"{n:>10,} {wall:>8.1f} {n / wall:>8.0f} {peak:>13.1f} {report['succeeded']:>10,}  "
+                f"{report['failed_by_reason'] or '-'}"
+            )
 
 
 if __name__ == "__main__":

@@ -203,3 +203,58 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"{bad}:2: document id 'a' already appears on line 1" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_embedded_server_runs_a_job_and_dies_with_its_runner(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    docs = _docs(tmp_path, 4)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["FREIGHT_HOME"] = str(tmp_path / "home")
+    base = [
+        sys.executable,
+        "-m",
+        "freight",
+        "run",
+        str(docs),
+        "--engine",
+        "scripted",
+        "--model",
+        "claude-haiku-4-5",
+        "--db",
+        str(tmp_path / "f.db"),
+        "--poll-interval",
+        "0.1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "4 documents, 4 succeeded" in done.stdout
+    # Killed outright, the runner takes its embedded server with it.
+    (tmp_path / "more").mkdir()
+    proc = subprocess.Popen(
+        [*base[:4], str(_docs(tmp_path / "more", 3)), *base[5:]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    children: list[str] = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline:  # until the runner has started its server
+        time.sleep(0.2)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    alive = [
+        pid
+        for pid in children
+        if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    ]
+    assert children and not alive

@@ -35,11 +35,11 @@ def _options(corpus: Path, provider: str, base_url: str) -> RunOptions:
     )
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "azure", "gemini"])
 def test_every_planted_failure_ends_right_and_only_failures_are_resent(
     tmp_path: Path, corpus: Path, server: LocalServer, provider: str
 ) -> None:
-    base = server.base_url if provider == "anthropic" else server.openai_base_url
+    base = server.url_for(provider)
     opts = _options(corpus, provider, base)
     with Store(str(tmp_path / "f.db")) as store:
         job, resumed = open_job(store, opts)

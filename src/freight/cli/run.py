@@ -66,7 +66,7 @@ def provider_for(opts: RunOptions, engine: str) -> Iterator[Provider]:
     home.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(16)
     with LocalServer(home / f"serve-{engine}.db", engine=engine, time_scale=0.001, api_key=key, subprocess=True) as srv:
-        base = srv.openai_base_url if opts.provider in ("openai", "azure") else srv.base_url
+        base = srv.url_for(opts.provider) if opts.provider in KEY_ENV else srv.base_url
         yield get_provider(opts.provider, base_url=base, api_key=key)
 
 

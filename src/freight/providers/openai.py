@@ -86,18 +86,32 @@ class OpenAIProvider:
         timeout: float = 600.0,
         http_client: httpx2.Client | None = None,
     ) -> None:
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        key = api_key or os.environ.get(self.key_env)
         if not key:
-            raise FreightError("no OpenAI API key: set OPENAI_API_KEY (or pass api_key=...)")
+            raise FreightError(f"no {self.label} API key: set {self.key_env} (or pass api_key=...)")
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
+        self._client = self._make_client(key, base_url, timeout, http_client)
+
+    # What a subclass for an OpenAI-compatible service (Azure) changes: its client, its endpoint, its name in errors.
+    key_env = "OPENAI_API_KEY"
+    label = "OpenAI"
+    endpoint: str = ENDPOINT
+
+    def _make_client(
+        self, key: str, base_url: str | None, timeout: float, http_client: httpx2.Client | None
+    ) -> openai.OpenAI:
         # max_retries=0: retries belong to freight.providers.retry, so there is one policy, not two stacked.
-        self._client = openai.OpenAI(
-            api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
-        )
+        return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client)
+
+    def _translate(self, exc: BaseException) -> ProviderError | None:
+        return translate(exc)
+
+    def _batch(self, b: OpenAIBatch) -> Batch:
+        return batch_of(b)
 
     def __repr__(self) -> str:
-        return f"OpenAIProvider(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     # The one request builder: `send` passes it to chat.completions.create, `submit_batch` puts it in each line.
     def body(self, request: Request) -> dict[str, Any]:
@@ -121,7 +135,7 @@ class OpenAIProvider:
         return b
 
     def batch_line(self, request: Request) -> dict[str, Any]:
-        return {"custom_id": request.custom_id, "method": "POST", "url": ENDPOINT, "body": self.body(request)}
+        return {"custom_id": request.custom_id, "method": "POST", "url": self.endpoint, "body": self.body(request)}
 
     def _encode_line(self, request: Request) -> bytes:
         return json.dumps(self.batch_line(request), separators=(",", ":")).encode() + b"\n"
@@ -130,7 +144,7 @@ class OpenAIProvider:
         return len(self._encode_line(request))
 
     def _call(self, fn: Any, *, idempotent: bool = True) -> Any:
-        return call_with_retry(fn, translate, self.retry, idempotent=idempotent)
+        return call_with_retry(fn, self._translate, self.retry, idempotent=idempotent)
 
     def send(self, request: Request) -> Succeeded | Errored:
         body = self.body(request)
@@ -152,13 +166,13 @@ class OpenAIProvider:
         created: OpenAIBatch = self._call(
             lambda: self._client.batches.create(
                 input_file_id=uploaded.id,
-                endpoint=ENDPOINT,
+                endpoint=self.endpoint,  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata={"freight_ref": ref} if ref else None,
             ),
             idempotent=False,
         )
-        return batch_of(created)
+        return self._batch(created)
 
     def find_batches(self, ref: str, n_requests: int, since: datetime) -> list[Batch]:
         """The batch whose metadata carries `ref`, among those created since `since` (10 minutes of slack)."""
@@ -168,22 +182,22 @@ class OpenAIProvider:
             if b.created_at < floor:
                 break
             if (b.metadata or {}).get("freight_ref") == ref:
-                return [batch_of(b)]
+                return [self._batch(b)]
         return []
 
     def get_batch(self, batch_id: str) -> Batch:
-        return batch_of(self._retrieve(batch_id))
+        return self._batch(self._retrieve(batch_id))
 
     def _retrieve(self, batch_id: str) -> OpenAIBatch:
         batch: OpenAIBatch = self._call(lambda: self._client.batches.retrieve(batch_id))
         return batch
 
     def cancel_batch(self, batch_id: str) -> Batch:
-        return batch_of(self._call(lambda: self._client.batches.cancel(batch_id)))
+        return self._batch(self._call(lambda: self._client.batches.cancel(batch_id)))
 
     def iter_results(self, batch_id: str) -> Iterator[Result]:
         batch = self._retrieve(batch_id)
-        check_ended(batch_of(batch))
+        check_ended(self._batch(batch))
         file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f]
 
         def open_lines() -> Iterator[Line]:
@@ -191,7 +205,7 @@ class OpenAIProvider:
                 with self._client.files.with_streaming_response.content(file_id) as response:
                     yield from decode_lines(response.iter_lines())
 
-        lines = stream_with_retry(open_lines, key=line_key, translate=translate, policy=self.retry)
+        lines = stream_with_retry(open_lines, key=line_key, translate=self._translate, policy=self.retry)
         return self._and_the_missing(batch, correlate(lines, outcome_of_line))
 
     def _and_the_missing(self, batch: OpenAIBatch, results: Iterator[Result]) -> Iterator[Result]:
@@ -227,7 +241,7 @@ class OpenAIProvider:
                     if isinstance(custom_id, str):
                         yield number, custom_id
 
-        return stream_with_retry(open_lines, key=lambda item: item[1], translate=translate, policy=self.retry)
+        return stream_with_retry(open_lines, key=lambda item: item[1], translate=self._translate, policy=self.retry)
 
 
 def _implements_the_protocol(adapter: OpenAIProvider) -> Provider:

@@ -1,4 +1,4 @@
-"""The ASGI app: both dialects' routes behind one gate (API key, planted API-level faults, request ids)."""
+"""The ASGI app: every dialect's routes behind one gate (API key, planted API-level faults, request ids)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from freight.server import anthropic_api, engines, openai_api, openai_files
+from freight.domain import ErrorKind
+from freight.server import (
+    anthropic_api,
+    azure_api,
+    engines,
+    gemini_api,
+    gemini_files,
+    gemini_wire,
+    openai_api,
+    openai_files,
+)
 from freight.server.config import ServerConfig
 from freight.server.context import Context
 from freight.server.processor import Dialect, Processor
@@ -31,7 +41,39 @@ OPEN_PATHS = ("/_freight/health",)
 
 
 def dialect_of(path: str) -> str:
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/openai/"):
+        return "azure"
+    if path.startswith("/gemini/"):
+        return "gemini"
+    return "openai"
+
+
+def _is_api_path(path: str) -> bool:
+    """The paths planted API-level faults apply to: every dialect's API, not the admin routes."""
+    return path.startswith(("/v1/", "/openai/", "/gemini/"))
+
+
+_GEMINI_KINDS = {
+    "auth": ErrorKind.AUTH,
+    "not_found": ErrorKind.NOT_FOUND,
+    "invalid": ErrorKind.INVALID_REQUEST,
+    "rate_limited": ErrorKind.RATE_LIMITED,
+    "server_error": ErrorKind.SERVER_ERROR,
+    "overloaded": ErrorKind.OVERLOADED,
+    "too_large": ErrorKind.INVALID_REQUEST,
+}
+
+
+def error_for(
+    dialect: str, status: int, kind: str, message: str, headers: dict[str, str] | None = None, retry: float = 1.0
+) -> Response:
+    """An error in its dialect's shape; Gemini has its own statuses, and says when to retry in a RetryInfo."""
+    if dialect == "gemini":
+        delay = retry if kind == "rate_limited" else None
+        return gemini_wire.error_response(_GEMINI_KINDS[kind], message, delay)
+    return dialect_error(dialect, status, kind, message, headers)
 
 
 class Gate:
@@ -43,23 +85,32 @@ class Gate:
         self._key = ctx.config.api_key.encode()
 
     def _authorized(self, headers: Headers) -> bool:
-        given = headers.get("x-api-key") or ""
+        # Anthropic: x-api-key or a bearer token; OpenAI: bearer; Azure: api-key; Gemini: x-goog-api-key.
+        given = headers.get("x-api-key") or headers.get("api-key") or headers.get("x-goog-api-key") or ""
         auth = headers.get("authorization") or ""
         if auth.lower().startswith("bearer "):
             given = given or auth[7:].strip()
         return bool(given) and hmac.compare_digest(given.encode(), self._key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        # A Gemini upload session's URL is its own credential, as Google's are: the SDK sends no key there.
+        if (
+            scope["type"] != "http"
+            or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith(gemini_files.SESSION_PREFIX)
+        ):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         dialect = dialect_of(path)
         if not self._authorized(Headers(scope=scope)):
+            if dialect == "gemini":
+                await gemini_wire.bad_key()(scope, receive, send)
+                return
             message = "invalid x-api-key" if dialect == "anthropic" else "Incorrect API key provided."
             await dialect_error(dialect, 401, "auth", message)(scope, receive, send)
             return
-        if path.startswith("/v1/"):
+        if _is_api_path(path):
             planted = await self._planted(dialect)
             if planted is not None:
                 await planted(scope, receive, send)
@@ -84,12 +135,14 @@ class Gate:
                 "retry-after": str(max(1, round(spec.retry_after))),
                 "retry-after-ms": str(int(spec.retry_after * 1000)),
             }
-            return dialect_error(dialect, 429, "rate_limited", "Rate limit exceeded (planted fault).", headers)
+            return error_for(
+                dialect, 429, "rate_limited", "Rate limit exceeded (planted fault).", headers, spec.retry_after
+            )
         if spec.http5xx and spec.draw("http5xx", n) < spec.http5xx:
             if spec.draw("http5xx-kind", n) < 0.5:
                 status = 529 if dialect == "anthropic" else 503
-                return dialect_error(dialect, status, "overloaded", "Overloaded (planted fault).")
-            return dialect_error(dialect, 500, "server_error", "Internal server error (planted fault).")
+                return error_for(dialect, status, "overloaded", "Overloaded (planted fault).")
+            return error_for(dialect, 500, "server_error", "Internal server error (planted fault).")
         return None
 
 
@@ -100,6 +153,8 @@ def build_context(config: ServerConfig) -> tuple[Context, dict[str, Dialect]]:
     dialects: dict[str, Dialect] = {
         "anthropic": anthropic_api.AnthropicDialect(),
         "openai": openai_api.OpenAIDialect(store, config.faults.seed),
+        "azure": openai_api.OpenAIDialect(store, config.faults.seed, "azure", azure_api.MAX_REQUESTS),
+        "gemini": gemini_api.GeminiDialect(store, config.faults.seed),
     }
     processor = Processor(config, store, answerer, dialects)
     return Context(config, store, answerer, processor), dialects
@@ -129,7 +184,7 @@ def create_app(config: ServerConfig) -> Starlette:
         message = f"{request.method} {request.url.path}: " + ("no such endpoint" if status in (404, 405) else "failed")
         if status == 500:
             log.exception("request failed", exc_info=exc)
-        return dialect_error(dialect_of(request.url.path), status, kind, message)
+        return error_for(dialect_of(request.url.path), status, kind, message)
 
     routes: list[Any] = [
         Route("/_freight/health", health, methods=["GET"]),
@@ -137,6 +192,9 @@ def create_app(config: ServerConfig) -> Starlette:
         *anthropic_api.routes(ctx),
         *openai_api.routes(ctx),
         *openai_files.routes(ctx),
+        *azure_api.routes(ctx),
+        *gemini_files.routes(ctx),
+        *gemini_api.routes(ctx),
     ]
     app = Starlette(
         routes=routes,

@@ -38,12 +38,15 @@ _STATUS = {
 
 
 class OpenAIDialect:
-    name = "openai"
+    """OpenAI's batches; also Azure OpenAI's (`name="azure"`), which keeps its batches apart under its own name."""
+
     response_prefix = "chatcmpl-"
 
-    def __init__(self, store: Store, seed: int) -> None:
+    def __init__(self, store: Store, seed: int, name: str = "openai", max_requests: int = MAX_REQUESTS) -> None:
         self.store = store
         self.seed = seed
+        self.name = name
+        self.max_requests = max_requests
 
     def to_request(self, params: Any, custom_id: str) -> Request:
         return openai_wire.to_request(params, custom_id)
@@ -55,9 +58,9 @@ class OpenAIDialect:
             total = insert_requests(
                 conn, batch["id"], self.seed, check.lines(iter_lines(self.store, batch["input_file_id"]))
             )
-            if total > MAX_REQUESTS:
+            if total > self.max_requests:
                 check.error(
-                    "too_many_requests", f"The file has {total} requests; a batch takes at most {MAX_REQUESTS}."
+                    "too_many_requests", f"The file has {total} requests; a batch takes at most {self.max_requests}."
                 )
             if total == 0 and not check.errors:
                 check.error("empty_file", "The input file has no requests.")
@@ -69,7 +72,7 @@ class OpenAIDialect:
             custom_ids = conn.execute(
                 sa.select(requests.c.custom_id).where(requests.c.batch_id == batch["id"]).order_by(requests.c.idx)
             ).scalars()
-            self.store.record(conn, "openai", batch["id"], list(custom_ids), now)
+            self.store.record(conn, self.name, batch["id"], list(custom_ids), now)
             conn.execute(sa.update(batches).where(batches.c.id == batch["id"]).values(total=total, model=check.model))
         return True
 
@@ -187,7 +190,15 @@ def batch_view(row: sa.RowMapping) -> dict[str, Any]:
     }
 
 
-def routes(ctx: Context) -> list[Route]:
+def routes(
+    ctx: Context,
+    dialect: str = "openai",
+    prefix: str = "/v1",
+    chat_path: str | None = None,
+    endpoints: tuple[str, ...] = ENDPOINTS,
+) -> list[Route]:
+    """The routes under `prefix`, their batches kept under `dialect` (Azure mounts these same handlers twice)."""
+
     async def chat(request: HttpRequest) -> Response:
         try:
             body = json.loads(await request.body())
@@ -195,14 +206,17 @@ def routes(ctx: Context) -> list[Route]:
             return openai_error(400, "We could not parse the JSON body of your request.")
         if isinstance(body, dict) and body.get("stream"):
             return openai_error(400, "freight serve does not stream; omit stream", param="stream")
-        return await run_in_threadpool(_sync_chat, ctx, body)
+        if isinstance(body, dict) and "deployment" in request.path_params:
+            # Azure: the deployment in the path is the model, whatever the body says.
+            body["model"] = request.path_params["deployment"]
+        return await run_in_threadpool(_sync_chat, ctx, body, dialect)
 
     async def create(request: HttpRequest) -> Response:
         try:
             body = json.loads(await request.body())
         except ValueError:
             return openai_error(400, "We could not parse the JSON body of your request.")
-        return await run_in_threadpool(_create, ctx, body if isinstance(body, dict) else {})
+        return await run_in_threadpool(_create, ctx, body if isinstance(body, dict) else {}, dialect, endpoints)
 
     async def list_batches(request: HttpRequest) -> Response:
         q = request.query_params
@@ -212,7 +226,7 @@ def routes(ctx: Context) -> list[Route]:
             limit = 0
         if not 1 <= limit <= 100:
             return openai_error(400, "limit must be an integer between 1 and 100", param="limit")
-        page = await run_in_threadpool(list_page, ctx.store, "openai", limit, q.get("after"), None)
+        page = await run_in_threadpool(list_page, ctx.store, dialect, limit, q.get("after"), None)
         if page is None:
             return openai_error(404, f"No such Batch object: {q.get('after')}", param="after")
         rows, has_more = page
@@ -228,20 +242,20 @@ def routes(ctx: Context) -> list[Route]:
         )
 
     async def retrieve(request: HttpRequest) -> Response:
-        row = await run_in_threadpool(get_batch, ctx.store, "openai", request.path_params["batch_id"])
+        row = await run_in_threadpool(get_batch, ctx.store, dialect, request.path_params["batch_id"])
         if row is None:
             return _not_found(request.path_params["batch_id"])
         return JSONResponse(batch_view(row))
 
     async def cancel(request: HttpRequest) -> Response:
-        return await run_in_threadpool(_cancel, ctx, request.path_params["batch_id"])
+        return await run_in_threadpool(_cancel, ctx, request.path_params["batch_id"], dialect)
 
     return [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/batches", create, methods=["POST"]),
-        Route("/v1/batches", list_batches, methods=["GET"]),
-        Route("/v1/batches/{batch_id}", retrieve, methods=["GET"]),
-        Route("/v1/batches/{batch_id}/cancel", cancel, methods=["POST"]),
+        Route(chat_path or f"{prefix}/chat/completions", chat, methods=["POST"]),
+        Route(f"{prefix}/batches", create, methods=["POST"]),
+        Route(f"{prefix}/batches", list_batches, methods=["GET"]),
+        Route(f"{prefix}/batches/{{batch_id}}", retrieve, methods=["GET"]),
+        Route(f"{prefix}/batches/{{batch_id}}/cancel", cancel, methods=["POST"]),
     ]
 
 
@@ -249,14 +263,14 @@ def _not_found(batch_id: str) -> Response:
     return openai_error(404, f"No such Batch object: {batch_id}", param="id")
 
 
-def _sync_chat(ctx: Context, body: Any) -> Response:
+def _sync_chat(ctx: Context, body: Any, dialect: str) -> Response:
     try:
         request = openai_wire.to_request(body)
     except WireError as exc:
         return openai_error(400, exc.message, param=exc.param)
     now = ctx.now()
     with ctx.store.write() as conn:
-        ctx.store.record(conn, "openai", None, [None], now)
+        ctx.store.record(conn, dialect, None, [None], now)
     outcome = ctx.answerer.answer(request, ("sync", ctx.tick()), now, in_batch=False)
     if isinstance(outcome, Succeeded):
         return JSONResponse(openai_wire.completion(outcome, request.model, new_id("chatcmpl-"), int(now)))
@@ -266,7 +280,7 @@ def _sync_chat(ctx: Context, body: Any) -> Response:
     return JSONResponse(err, status_code=status, headers=headers)
 
 
-def _create(ctx: Context, body: dict[str, Any]) -> Response:
+def _create(ctx: Context, body: dict[str, Any], dialect: str, endpoints: tuple[str, ...]) -> Response:
     for key in ("input_file_id", "endpoint", "completion_window"):
         if not isinstance(body.get(key), str):
             return openai_error(
@@ -274,8 +288,8 @@ def _create(ctx: Context, body: dict[str, Any]) -> Response:
             )
     if body["completion_window"] != "24h":
         return openai_error(400, "completion_window: only '24h' is supported.", param="completion_window")
-    if body["endpoint"] not in ENDPOINTS:
-        return openai_error(400, f"endpoint: freight serve supports {', '.join(ENDPOINTS)} so far.", param="endpoint")
+    if body["endpoint"] not in endpoints:
+        return openai_error(400, f"endpoint: freight serve supports {', '.join(endpoints)} so far.", param="endpoint")
     source = get_file(ctx.store, body["input_file_id"])
     if source is None:
         return openai_error(404, f"No such File object: {body['input_file_id']}", param="input_file_id")
@@ -291,7 +305,7 @@ def _create(ctx: Context, body: dict[str, Any]) -> Response:
         conn.execute(
             sa.insert(batches).values(
                 id=batch_id,
-                dialect="openai",
+                dialect=dialect,
                 state=BatchState.SUBMITTED.value,
                 created_at=now,
                 start_at=now + cfg.real(cfg.timings.validate),
@@ -308,8 +322,8 @@ def _create(ctx: Context, body: dict[str, Any]) -> Response:
     return JSONResponse(batch_view(row))
 
 
-def _cancel(ctx: Context, batch_id: str) -> Response:
-    row = get_batch(ctx.store, "openai", batch_id)
+def _cancel(ctx: Context, batch_id: str, dialect: str) -> Response:
+    row = get_batch(ctx.store, dialect, batch_id)
     if row is None:
         return _not_found(batch_id)
     state = BatchState(row["state"])
@@ -326,6 +340,6 @@ def _cancel(ctx: Context, batch_id: str) -> Response:
                 cancel_until=now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling),
             )
         ctx.processor.wake()
-        row = get_batch(ctx.store, "openai", batch_id)
+        row = get_batch(ctx.store, dialect, batch_id)
         assert row is not None
     return JSONResponse(batch_view(row))

@@ -111,7 +111,7 @@ class _TooLarge(Exception):
     pass
 
 
-def routes(ctx: Context) -> list[Route]:
+def routes(ctx: Context, prefix: str = "/v1") -> list[Route]:
     async def upload(request: HttpRequest) -> Response:
         form = await request.form(max_part_size=1024 * 1024)
         purpose, upload_file = form.get("purpose"), form.get("file")
@@ -153,10 +153,10 @@ def routes(ctx: Context) -> list[Route]:
         return await run_in_threadpool(_delete, ctx, file_id)
 
     return [
-        Route("/v1/files", upload, methods=["POST"]),
-        Route("/v1/files/{file_id}", retrieve, methods=["GET"]),
-        Route("/v1/files/{file_id}", delete, methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", content, methods=["GET"]),
+        Route(f"{prefix}/files", upload, methods=["POST"]),
+        Route(f"{prefix}/files/{{file_id}}", retrieve, methods=["GET"]),
+        Route(f"{prefix}/files/{{file_id}}", delete, methods=["DELETE"]),
+        Route(f"{prefix}/files/{{file_id}}/content", content, methods=["GET"]),
     ]
 
 

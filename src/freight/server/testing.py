@@ -24,6 +24,14 @@ from freight.server.config import API_KEY_ENV, build_config
 from freight.server.engines.options import as_flags
 
 
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,6 +72,26 @@ class LocalServer:
     @property
     def openai_base_url(self) -> str:
         return f"{self.base_url}/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        """What `AzureOpenAI(azure_endpoint=...)` takes (the SDK adds /openai itself)."""
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """What `genai.Client(http_options=HttpOptions(base_url=...))` takes (the SDK adds the API version)."""
+        return f"{self.base_url}/gemini"
+
+    def url_for(self, provider: str) -> str:
+        """The base URL the `provider` adapter takes to reach this server."""
+        urls = {
+            "anthropic": self.base_url,
+            "openai": self.openai_base_url,
+            "azure": self.azure_endpoint,
+            "gemini": self.gemini_base_url,
+        }
+        return urls[provider]
 
     def records(self) -> list[dict[str, Any]]:
         """The server's log of every request it received: dialect, batch_id (None for sync), custom_id, received_at."""
@@ -110,7 +138,9 @@ class LocalServer:
         ]  # fmt: skip
         # The key travels in the environment, never on a command line other users can read.
         env = {**os.environ, API_KEY_ENV: self.api_key}
-        self._proc = sp.Popen(args, env=env)
+        # The child dies with this process, even if this one is killed outright: a server embedded in a
+        # `freight run` must never outlive it (its state is on disk; the next run starts a new one).
+        self._proc = sp.Popen(args, env=env, preexec_fn=_die_with_parent)
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
