@@ -139,8 +139,8 @@ def run(
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     # --- sample gate (issue 8; freight.cli.sample) ---
-    sample: bool = typer.Option(
-        True, "--sample/--no-sample", help="Sample first when the input has over 50 documents."
+    sample: bool | None = typer.Option(
+        None, "--sample/--no-sample", help="Sample first: by default when the input has over 50 documents."
     ),
     sample_size: int = typer.Option(8, min=1, help="Documents in that sample."),
     min_first_pass: float = typer.Option(0.9, min=0.0, max=1.0, help="Stop before submitting below this sample rate."),

@@ -100,19 +100,20 @@ def sample_gate(
     opts: RunOptions,
     engine: str,
     *,
-    enabled: bool,
+    enabled: bool | None,
     size: int,
     min_first_pass: float,
     as_json: bool,
 ) -> None:
-    """Before `freight run` submits anything: sample a job not started yet (over 50 documents), and stop it when the
-    first-pass rate is below `min_first_pass`. A job already running (resumed) is not sampled again."""
+    """Before `freight run` submits anything: sample a job not started yet, and stop it when the first-pass rate is
+    below `min_first_pass`. `enabled` None samples inputs over 50 documents; True always; False never. A job already
+    running (resumed) is not sampled again."""
     job = store.get_job(job_id)
     assert job is not None
-    if not enabled or job.state not in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
+    if enabled is False or job.state not in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
         return
     documents = sum(store.item_counts(job_id).values())
-    if documents <= GATE_THRESHOLD_DOCUMENTS:
+    if enabled is None and documents <= GATE_THRESHOLD_DOCUMENTS:
         return
     if job.state is not JobState.SAMPLING:
         store.set_job_state(job_id, JobState.SAMPLING)
