@@ -258,3 +258,38 @@ def test_the_embedded_server_runs_a_job_and_dies_with_its_runner(tmp_path: Path)
         if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
     ]
     assert children and not alive
+
+
+def test_auto_mode_a_deadline_inside_the_batch_window_runs_sync(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from freight.plan.model import Mode
+    from freight.runner.job import decide_mode
+
+    docs = _docs(tmp_path, 150)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    opts = RunOptions(input=str(docs), provider="anthropic", model="claude-haiku-4-5")
+    roomy = decide_mode(opts, now)
+    assert roomy.mode is Mode.BATCH  # 150 documents, nobody waiting, no deadline
+    opts.deadline = (now + timedelta(hours=3)).isoformat()
+    tight = decide_mode(opts, now)
+    assert tight.mode is Mode.SYNC
+    assert any("window" in r.text for r in tight.reasons), [r.text for r in tight.reasons]
+    opts.deadline = "tomorrow morning"
+    bad = cli.invoke(
+        app,
+        [
+            "run",
+            str(docs),
+            "--mode",
+            "auto",
+            "--deadline",
+            "tomorrow morning",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--db",
+            str(tmp_path / "f.db"),
+        ],
+        env={"ANTHROPIC_API_KEY": "k"},
+    )
+    assert bad.exit_code == 1 and "--deadline 'tomorrow morning' is not an ISO 8601 time" in bad.output

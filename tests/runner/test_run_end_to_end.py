@@ -112,3 +112,23 @@ def test_a_job_runs_on_either_store_backend(tmp_path: Path, corpus: Path, server
         report = build_report(store, job.job_id)
     assert report["documents"] == len(PLANTED)
     assert report["succeeded"] == sum(want == "succeeded" for _, want in PLANTED.values())
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_result_repeated_or_foreign_is_reported_and_never_taken(tmp_path: Path, provider: str) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"d{i}.txt").write_text(f"Vendor: V{i}\nTotal: {i}")
+    with LocalServer(tmp_path / "s.db", time_scale=0.0002, faults="duplicate_results=1,foreign_results=1") as srv:
+        base = srv.url_for(provider)
+        opts = RunOptions(input=str(docs), provider=provider, model="claude-haiku-4-5", schema=SCHEMA, base_url=base)
+        with Store(str(tmp_path / "f.db")) as store:
+            job, _ = open_job(store, opts)
+            adapter = get_provider(provider, base_url=base, api_key=srv.api_key)
+            Runner(store, adapter, job.job_id, opts, poll_interval=0.05, sleep=lambda s: None).run()
+            notes = [e["data"]["message"] for e in store.events(job.job_id, kind="note")]
+            report = build_report(store, job.job_id)
+    assert report["documents"] == 5 and report["succeeded"] == 5 and report["retries_by_fix"] == {}
+    assert any("arrived twice" in n for n in notes), notes
+    assert any("not-in-this-batch" in n and "never sent" in n for n in notes), notes

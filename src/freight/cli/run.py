@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import typer
 from freight.cli.common import DbOption, fail, open_store, print_json
 from freight.domain import FreightError, JobState
 from freight.providers import Provider, get_provider, provider_names
-from freight.runner.job import RunOptions, open_job, resume_job
+from freight.runner.job import RunOptions, decide_mode, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, item_results, render_report
 from freight.store import Store, freight_home
@@ -130,6 +131,9 @@ def run(
     max_tokens: int = typer.Option(1024, min=1),
     max_retries: int = typer.Option(2, min=0, help="Retries per document."),
     mode: str = typer.Option("batch", help="batch | sync | auto (route by freight.plan)."),
+    deadline: str | None = typer.Option(
+        None, help="When the results are needed (ISO 8601); with --mode auto, one inside the batch window runs sync."
+    ),
     out: Path | None = typer.Option(None, help="Output folder (default freight-out/JOB)."),
     engine: str = typer.Option("local", help="Engine of the embedded server, when one is started."),
     id_field: str | None = typer.Option(None, help="Id column of a JSONL/CSV input."),
@@ -165,6 +169,7 @@ def run(
         out=str(out) if out else None,
         id_field=id_field,
         text_field=text_field,
+        deadline=deadline,
     )
     with open_store(db) as store:
         try:
@@ -191,17 +196,7 @@ def run(
 
 
 def _route(opts: RunOptions) -> str:
-    from freight.plan import route
-    from freight.plan.routing import workflow_from_requests
-    from freight.runner.build import build_request
-    from freight.runner.inputs import read_input
-
-    sample = []
-    for i, doc in enumerate(read_input(Path(opts.input), opts.id_field, opts.text_field)):
-        sample.append(
-            doc.request or build_request(opts.template(), custom_id=f"r{i}", item_id=doc.doc_id, document=doc.text)
-        )
-    decision = route(workflow_from_requests(sample, name=Path(opts.input).name))
+    decision = decide_mode(opts, datetime.now(UTC))
     for reason in decision.reasons:
         typer.echo(f"route: {decision.mode.value}: {reason.text}", err=True)
     return "batch" if decision.is_batch else "sync"

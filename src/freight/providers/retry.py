@@ -101,23 +101,26 @@ def call_with_retry(fn: Callable[[], T], translate: Translate, policy: RetryPoli
 def stream_with_retry(
     open_stream: Callable[[], Iterable[T]], key: Callable[[T], str], translate: Translate, policy: RetryPolicy
 ) -> Iterator[T]:
-    """Iterate a stream that may break midway: reopen it and skip the items (by key) already yielded.
+    """Iterate a stream that may break midway: reopen it and skip the items (by key) an earlier pass yielded.
 
     Results streams are re-readable from the start, so a dropped connection costs a re-read, never a lost or doubled
-    result. Only keys are remembered, not items.
+    result. A key repeated within one pass is passed on as it came: the provider really sent it twice, and the caller
+    reports that rather than have it vanish here. Only keys are remembered, not items.
     """
-    seen: set[str] = set()
+    delivered: set[str] = set()  # by earlier passes
     attempt = 1
     while True:
+        this_pass: set[str] = set()
         try:
             for item in _translated(lambda: iter(open_stream()), translate):
                 k = key(item)
-                if k in seen:
-                    continue
-                seen.add(k)
-                yield item
+                again = k in delivered and k not in this_pass
+                this_pass.add(k)
+                if not again:
+                    yield item
             return
         except Exception as exc:
+            delivered |= this_pass
             err = exc if isinstance(exc, ProviderError) else translate(exc)
             if err is None:
                 raise

@@ -6,11 +6,15 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from freight.domain import FreightError, Item, Job, JobState
-from freight.runner.build import Template
+from freight.plan import route
+from freight.plan.model import Workflow
+from freight.plan.routing import Decision
+from freight.runner.build import Template, build_request
 from freight.runner.inputs import Document, fingerprint, read_input
 from freight.runner.signature import signature
 from freight.store import Store
@@ -117,6 +121,29 @@ def ingest(store: Store, job_id: str, docs: Iterable[Document], mode: str) -> in
         raise FreightError("the input holds no documents")
     store.log(job_id, "job.ingested", items=n)
     return n
+
+
+def decide_mode(opts: RunOptions, now: datetime) -> Decision:
+    """`--mode auto`: route the job by the planner's rules, reading the input once without keeping it."""
+    count = 0
+    tools = False
+    template = opts.template()
+    for doc in read_input(Path(opts.input), opts.id_field, opts.text_field):
+        count += 1
+        request = doc.request or build_request(template, custom_id="probe", item_id=doc.doc_id, document=doc.text)
+        tools = tools or request.needs_sync() is not None
+    try:
+        deadline = datetime.fromisoformat(opts.deadline) if opts.deadline else None
+    except ValueError:
+        raise FreightError(
+            f"--deadline {opts.deadline!r} is not an ISO 8601 time (e.g. 2026-11-26T09:00:00Z)"
+        ) from None
+    if deadline is not None and deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=UTC)
+    workflow = Workflow(
+        name=Path(opts.input).name, model=opts.model, tool_calling=tools, requests_per_run=count, deadline=deadline
+    )
+    return route(workflow, now=now)
 
 
 def resume_job(store: Store, job_id: str) -> tuple[Job, RunOptions]:

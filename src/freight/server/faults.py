@@ -54,6 +54,8 @@ class FaultSpec:
     stuck_canceling: float = 0.0  # emulated seconds every cancel stays in canceling beyond the normal time
     drop_results: float = 0.0  # per results download: the connection drops half-way through
     malformed_results: float = 0.0  # per batch: one line of its results is not valid JSON
+    duplicate_results: float = 0.0  # per batch: one result line is sent twice
+    foreign_results: float = 0.0  # per batch: an extra result line whose custom_id the batch never had
     window: float | None = None  # emulated seconds of the completion window (default 24 h)
 
     @classmethod
@@ -86,7 +88,10 @@ class FaultSpec:
         return draw(self.seed, *parts)
 
 
-_RATES = {"error_rate", "http429", "http5xx", "slow", "drop_results", "malformed_results"}
+_RATES = {
+    "error_rate", "http429", "http5xx", "slow", "drop_results", "malformed_results", "duplicate_results",
+    "foreign_results",
+}  # fmt: skip
 
 
 def draw(seed: int, *parts: object) -> float:

@@ -63,25 +63,44 @@ def jsonl_stream(
     """Stream JSON lines (no blank lines), with `malformed_results` (per batch) and `drop_results` (per download)."""
     malformed = spec.malformed_results > 0 and spec.draw("malformed", batch_id) < spec.malformed_results
     drop = spec.drop_results > 0 and spec.draw("drop", batch_id, download) < spec.drop_results
+    duplicate = spec.duplicate_results > 0 and spec.draw("duplicate", batch_id) < spec.duplicate_results
+    foreign = spec.foreign_results > 0 and spec.draw("foreign", batch_id) < spec.foreign_results
     drop_after = max(1, (total or 2) // 2)
 
     def body() -> Iterator[bytes]:
+        first: str | None = None
         # Lines go out in ~64 KB pieces: each piece of a sync iterator costs a thread hop in Starlette.
         buf = bytearray()
         for n, line in enumerate(lines):
             if drop and n == drop_after:
                 yield bytes(buf)
                 raise DroppedConnection(f"planted fault: results of {batch_id} dropped after {n} lines")
-            if malformed and n == 0:
-                line = line[: len(line) // 2]  # cut mid-object: not JSON
+            if n == 0:
+                first = line
+                if malformed:
+                    line = line[: len(line) // 2]  # cut mid-object: not JSON
             buf += (line + "\n").encode()
             if len(buf) >= 65536:
                 yield bytes(buf)
                 buf.clear()
+        if first is not None and duplicate:
+            buf += (first + "\n").encode()
+        if first is not None and foreign:
+            buf += (_foreign(first) + "\n").encode()
         if buf:
             yield bytes(buf)
 
     return StreamingResponse(body(), media_type=media_type)
+
+
+def _foreign(line: str) -> str:
+    """A copy of a result line answering a request the batch never had (the `foreign_results` fault)."""
+    obj = json.loads(line)
+    for holder in (obj, obj.get("metadata") or {}):
+        for key in ("custom_id", "key"):
+            if isinstance(holder, dict) and key in holder:
+                holder[key] = "not-in-this-batch"
+    return dumps(obj)
 
 
 def dumps(value: Any) -> str:
