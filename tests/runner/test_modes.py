@@ -293,3 +293,52 @@ def test_auto_mode_a_deadline_inside_the_batch_window_runs_sync(tmp_path: Path) 
         env={"ANTHROPIC_API_KEY": "k"},
     )
     assert bad.exit_code == 1 and "--deadline 'tomorrow morning' is not an ISO 8601 time" in bad.output
+
+
+def test_ctrl_c_detaches_and_says_how_to_resume(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    docs = _docs(tmp_path, 3)
+    db = str(tmp_path / "f.db")
+    with LocalServer(tmp_path / "slow.db", time_scale=0.02) as srv:
+        env = {**os.environ, "ANTHROPIC_API_KEY": srv.api_key}
+        cmd = [
+            sys.executable,
+            "-m",
+            "freight",
+            "run",
+            str(docs),
+            "--model",
+            "claude-haiku-4-5",
+            "--base-url",
+            srv.base_url,
+            "--db",
+            db,
+            "--poll-interval",
+            "0.1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(r["batch_id"] for r in srv.records()):
+            time.sleep(0.1)  # until the batch is submitted
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "detached from job_" in err and "Resume with: freight resume job_" in err
+        assert "Traceback" not in err
+        job_id = err.split("freight resume ")[1].split()[0]
+        resumed = subprocess.run(
+            [sys.executable, "-m", "freight", "resume", job_id, "--db", db, "--poll-interval", "0.1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert "3 documents, 3 succeeded" in resumed.stdout
+        assert len([r for r in srv.records() if r["batch_id"]]) == 3  # the batch was polled, not sent again

@@ -277,9 +277,15 @@ class Runner:
             except ProviderError as exc:
                 self.note(f"reading the results of {pbid} failed ({exc}); will read them again")
                 return bool(seen)
-        # Whatever the provider never answered ends expired (retried like any expired request): nothing is lost.
+        # Whatever the provider never answered still gets its one outcome, and is retried: nothing is lost. A batch
+        # the provider failed as a whole (OpenAI: validation, an enqueued-token limit) says so in the outcome.
+        unanswered: Outcome = Expired()
+        if row["state"] == BatchState.FAILED.value:
+            unanswered = Errored(
+                kind=ErrorKind.UNKNOWN, raw_type="batch_failed", message=f"the provider failed batch {pbid} as a whole"
+            )
         for r in self.store.requests_where(self.job_id, batch_id=local, state="submitted"):
-            self._record(r["custom_id"], Expired(), batch=True)
+            self._record(r["custom_id"], unanswered, batch=True)
         crashpoint("ingest.before_mark")
         self.store.mark_ingested(local)
         return True
