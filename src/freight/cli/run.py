@@ -139,7 +139,12 @@ def run(
     id_field: str | None = typer.Option(None, help="Id column of a JSONL/CSV input."),
     text_field: str | None = typer.Option(None, help="Text column of a JSONL/CSV input."),
     poll_interval: float = typer.Option(5.0, help="Seconds between polls (backs off when nothing moves)."),
-    batch_size: int | None = typer.Option(None, help="At most this many requests per batch."),
+    batch_size: int = typer.Option(
+        5000,
+        min=1,
+        help="At most this many requests per batch (and never over the provider's limits). A batch's body is built "
+        "in memory to be sent, so this bounds the runner's memory; more batches cost nothing but polls.",
+    ),
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     # --- sample gate (issue 8; freight.cli.sample) ---
@@ -170,6 +175,7 @@ def run(
         id_field=id_field,
         text_field=text_field,
         deadline=deadline,
+        extra={"batch_size": batch_size},
     )
     with open_store(db) as store:
         try:
@@ -215,7 +221,7 @@ def resume(
             _, opts = resume_job(store, job_id)
         except FreightError as exc:
             fail(str(exc))
-        _drive(store, job_id, opts, engine, poll_interval, None, as_json)
+        _drive(store, job_id, opts, engine, poll_interval, opts.extra.get("batch_size"), as_json)
 
 
 def status(
