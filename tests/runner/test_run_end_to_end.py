@@ -69,6 +69,8 @@ def test_every_planted_failure_ends_right_and_only_failures_are_resent(
         assert set(by_id["too-long"]["fixes"]) == {"chunk"} and by_id["too-long"]["metadata"]["parts"] >= 2
         assert by_id["invalid"]["attempts"] == 1 and by_id["invalid"]["error"]["kind"] == "invalid_request"
         assert by_id["always-bad-json"]["attempts"] == 4  # first try + 3 retries, then given up
+        # Re-asked once; then shown worked examples from similar documents that succeeded; then re-asked again.
+        assert by_id["always-bad-json"]["fixes"] == ["reask", "few_shot", "reask"]
         assert by_id["plain-1"]["output"]["vendor"] and by_id["plain-1"]["first_pass"]
         failures = [json.loads(x)["id"] for x in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
         assert sorted(failures) == ["always-bad-json", "invalid"]

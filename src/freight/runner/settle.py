@@ -138,15 +138,15 @@ class Settler:
         return next_id
 
     def examples(self, sig: str, item_id: str) -> list[tuple[str, str]]:
-        """Worked examples for few-shot: documents of the same signature that already succeeded in this job."""
+        """Worked examples for few-shot: documents of the same signature that already succeeded in this job, whole
+        (not merged from parts), as (input excerpt, validated output)."""
         found: list[tuple[str, str]] = []
-        for item in self.store.iter_items(self.job_id, ItemState.SUCCEEDED):
-            if item.signature != sig or item.item_id == item_id:
+        for row in self.store.succeeded_like(self.job_id, sig, exclude=item_id, limit=_EXAMPLES * 3):
+            output = row["output"] or {}
+            if output.get("meta", {}).get("parts"):
                 continue
-            output = self.store.item_row(self.job_id, item.item_id)["output"]
-            value = output["value"] if isinstance(output, dict) else output
-            if output and not output.get("meta", {}).get("parts"):
-                found.append((item.text[:_EXCERPT], value if isinstance(value, str) else json.dumps(value)))
+            value = output.get("value")
+            found.append((row["text"][:_EXCERPT], value if isinstance(value, str) else json.dumps(value)))
             if len(found) >= _EXAMPLES:
                 break
         return found

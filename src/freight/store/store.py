@@ -212,6 +212,26 @@ class StoreBase:
             values["error"] = error
         conn.execute(items.update().where(*where).values(**values))
 
+    def succeeded_like(self, job_id: str, signature: str, exclude: str, limit: int) -> list[dict[str, Any]]:
+        """Items of this signature that already succeeded (for worked examples), oldest first."""
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(items.c.item_id, items.c.text, items.c.output)
+                    .where(
+                        items.c.job_id == job_id,
+                        items.c.state == ItemState.SUCCEEDED.value,
+                        items.c.signature == signature,
+                        items.c.item_id != exclude,
+                    )
+                    .order_by(items.c.seq)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
     def item_counts(self, job_id: str) -> dict[str, int]:
         with self._read() as conn:
             rows = conn.execute(
