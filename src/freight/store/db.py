@@ -62,14 +62,25 @@ def make_engine(db: str, **kwargs: Any) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+_MIGRATION_LOCK = 7_201_553  # any constant: the Postgres advisory lock two freights opening one store share
+
+
+def _serialize(conn: sa.Connection) -> None:
+    """Two processes opening a new store at once take turns (SQLite's BEGIN IMMEDIATE already does this)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+
+
 def migrate(engine: sa.Engine) -> list[int]:
     """Apply every migration not yet recorded; returns the versions applied now."""
     with engine.begin() as conn:
+        _serialize(conn)
         schema_migrations.create(conn, checkfirst=True)
     applied: list[int] = []
     for version, name, step in MIGRATIONS:
         # Each migration and its record commit together: a crash leaves it either fully applied or not at all.
         with engine.begin() as conn:
+            _serialize(conn)
             done = conn.execute(
                 sa.select(schema_migrations.c.version).where(schema_migrations.c.version == version)
             ).first()
