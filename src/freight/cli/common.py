@@ -8,7 +8,6 @@ from typing import Any, NoReturn
 
 import typer
 
-from freight.domain import FreightError
 from freight.store import Store
 
 DbOption = typer.Option(None, "--db", envvar="FREIGHT_DB", help="Store: a SQLite path or a postgresql:// URL.")
@@ -29,9 +28,3 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
-
-
-def user_errors(exc: BaseException) -> NoReturn:
-    if isinstance(exc, FreightError):
-        fail(str(exc))
-    raise exc

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freight.domain import (
-    Batch,
     BatchState,
     Canceled,
     Errored,
@@ -352,7 +351,3 @@ class Runner:
     def _progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.snapshot())
-
-
-def batch_of_row(row: dict[str, Any]) -> Batch:
-    return Batch(provider=row["provider"], provider_batch_id=row["provider_batch_id"], state=BatchState(row["state"]))

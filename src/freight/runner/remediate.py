@@ -16,7 +16,6 @@ Every fix costs one attempt of the document's budget (`--max-retries`).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -227,7 +226,3 @@ def overflow_numbers(message: str) -> tuple[int, int] | None:
     if m := _OPENAI_TOO_LONG.search(message):
         return int(m.group(2)), int(m.group(1))
     return None
-
-
-def output_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

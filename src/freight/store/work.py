@@ -122,17 +122,6 @@ class WorkStore(StoreBase):
                 ).scalars()
             )
 
-    def open_requests(self, job_id: str, item_id: str) -> int:
-        """Requests of an item that have not been settled yet."""
-        with self._read() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(
-                        requests.c.job_id == job_id, requests.c.item_id == item_id, requests.c.state != "settled"
-                    )
-                ).scalar_one()
-            )
-
     def get_request(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
             row = (
