@@ -81,14 +81,19 @@ def refuse_for_batch(requests: Sequence[Request], limits: Limits) -> None:
 
 log = logging.getLogger(__name__)
 
-_CUSTOM_ID_IN_LINE = re.compile(r'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+
+def _id_in_line(field: str) -> re.Pattern[str]:
+    return re.compile(rf'"{field}"\s*:\s*"([A-Za-z0-9_-]{{1,64}})"')
+
 
 Line = tuple[str, dict[str, Any] | None]
 
 
-def decode_lines(lines: Iterable[str | bytes]) -> Iterator[Line]:
-    """Each JSONL results line as (custom_id, object); a line that is not valid JSON as (custom_id, None) when its
-    custom_id can still be read off it, so the request is reported instead of silently missing."""
+def decode_lines(lines: Iterable[str | bytes], id_field: str = "custom_id") -> Iterator[Line]:
+    """Each JSONL results line as (id, object); a line that is not valid JSON as (id, None) when its id can still
+    be read off it, so the request is reported instead of silently missing. `id_field` names the line's id
+    (`custom_id` for Anthropic and OpenAI, `key` for Gemini)."""
+    id_in_line = _id_in_line(id_field)
     for raw in lines:
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         if not text.strip():
@@ -97,14 +102,14 @@ def decode_lines(lines: Iterable[str | bytes]) -> Iterator[Line]:
             obj = json.loads(text)
         except ValueError:
             obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("custom_id"), str):
-            yield obj["custom_id"], obj
+        if isinstance(obj, dict) and isinstance(obj.get(id_field), str):
+            yield obj[id_field], obj
             continue
-        found = _CUSTOM_ID_IN_LINE.search(text)
+        found = id_in_line.search(text)
         if found:
             yield found.group(1), None
         else:
-            log.warning("skipped a results line that is not valid JSON and names no custom_id: %.80r", text)
+            log.warning("skipped a results line that is not valid JSON and names no %s: %.80r", id_field, text)
 
 
 def line_key(line: Line) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +31,7 @@ from freight.domain import (
     Result,
     Succeeded,
 )
-from freight.providers.common import check_ended, correlate, refuse_for_batch
+from freight.providers.common import check_ended, correlate, decode_lines, line_key, refuse_for_batch
 from freight.providers.gemini_wire import (
     batch_of,
     config,
@@ -52,7 +51,6 @@ __all__ = ["GeminiProvider", "translate"]
 
 _MiB = 1024 * 1024
 INLINE_MAX_BYTES = 19 * _MiB  # under the API's 20 MB inline limit, with room for the envelope
-_KEY_IN_LINE = re.compile(r'"key"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 
 
 class GeminiProvider:
@@ -198,33 +196,10 @@ class GeminiProvider:
 
         def open_lines() -> Iterator[tuple[str, dict[str, Any] | None]]:
             data: bytes = self._client.files.download(file=file_name)
-            yield from _decode(data.split(b"\n"))
+            yield from decode_lines(data.split(b"\n"), id_field="key")
 
-        lines = stream_with_retry(open_lines, key=_line_key, translate=translate, policy=self.retry)
+        lines = stream_with_retry(open_lines, key=line_key, translate=translate, policy=self.retry)
         return correlate(lines, outcome_of_line)
-
-
-def _decode(raw_lines: list[bytes]) -> Iterator[tuple[str, dict[str, Any] | None]]:
-    """Each results line as (key, object); a line that is not JSON as (key, None) when its key can be read off it."""
-    for raw in raw_lines:
-        text = raw.decode("utf-8", errors="replace")
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("key"), str):
-            yield obj["key"], obj
-            continue
-        found = _KEY_IN_LINE.search(text)
-        if found:
-            yield found.group(1), None
-
-
-def _line_key(line: tuple[str, dict[str, Any] | None]) -> str:
-    key, obj = line
-    return key if obj is not None else "broken:" + key
 
 
 def _implements_the_protocol(adapter: GeminiProvider) -> Provider:
