@@ -18,8 +18,39 @@ CUSTOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _CUSTOM_ID_RE = re.compile(CUSTOM_ID_PATTERN)
 
 
+class ExitCode:
+    """The exit codes every command uses; the README lists them. One table so the CLI, the library and the tests agree."""
+
+    OK = 0
+    FAILED = 1  # the job ran but stopped: the sample gate, or documents left failed where the user asked to fail on them
+    USAGE = 2  # a mistake caught before anything was sent: a flag, a file, a line, a schema, a store URL
+    HELD = 3  # another runner holds the job's lease (a second terminal, an overlapping cron)
+    STOPPED = 4  # the provider refused in a way that cannot heal (auth, not found, a batch-level invalid request)
+    INTERRUPTED = 130  # Ctrl-C: the job is saved and `freight resume JOB` carries on
+
+
 class FreightError(Exception):
     """An error meant for a user: its message says what went wrong and what to do next."""
+
+    exit_code: int = ExitCode.FAILED
+
+
+class UsageError(FreightError):
+    """A mistake found before anything was sent (input, flag, schema, prompt, store URL)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class JobHeld(FreightError):
+    """Another live runner holds this job's lease; its message says who (host, pid, since when)."""
+
+    exit_code = ExitCode.HELD
+
+
+class JobStopped(FreightError):
+    """The job was stopped by an error that cannot heal; the job is saved and its state is `stopped`."""
+
+    exit_code = ExitCode.STOPPED
 
 
 class IllegalTransition(FreightError):

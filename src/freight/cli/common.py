@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from freight.domain import ExitCode
 from freight.store import Store
 
 DbOption = typer.Option(None, "--db", envvar="FREIGHT_DB", help="Store: a SQLite path or a postgresql:// URL.")
@@ -20,7 +21,7 @@ def open_store(db: str | None) -> Store:
         fail(f"cannot open the store {db or '(default)'}: {exc}")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
