@@ -1,4 +1,4 @@
-"""What every command shares: the --db option, error rendering, JSON output."""
+"""What every command shares: the --db option (checked before it is opened), error rendering, JSON output."""
 
 from __future__ import annotations
 
@@ -8,22 +8,38 @@ from typing import Any, NoReturn
 
 import typer
 
-from freight.domain import ExitCode
+from freight.domain import ExitCode, FreightError, UsageError
+from freight.runner.checks import check_store_url
 from freight.store import Store
 
 DbOption = typer.Option(None, "--db", envvar="FREIGHT_DB", help="Store: a SQLite path or a postgresql:// URL.")
 
 
-def open_store(db: str | None) -> Store:
+def open_store(db: str | None, *, create: bool = False) -> Store:
+    """The store behind --db. `create` is for the commands that start work (run, sample): they may create a new
+    store file, and say so; the others refuse a --db that names nothing (a typo would otherwise read an empty
+    store and report "no jobs")."""
+    if db is not None:
+        try:
+            note = check_store_url(db, explicit=True, must_exist=not create)
+        except UsageError as exc:
+            fail_with(exc)
+        if note:
+            typer.echo(note, err=True)
     try:
         return Store(db)
     except Exception as exc:  # noqa: BLE001 - a store that cannot be opened is a user-facing error, not a traceback
-        fail(f"cannot open the store {db or '(default)'}: {exc}")
+        fail(f"cannot open the store {db or '(default)'}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 def fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
+
+
+def fail_with(exc: FreightError) -> NoReturn:
+    """A library error for the user: its message, and the exit code its kind carries (2 for a usage mistake)."""
+    fail(str(exc), exc.exit_code)
 
 
 def print_json(data: Any) -> None:

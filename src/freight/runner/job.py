@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from freight.domain import FreightError, Item, Job, JobState
+from freight.domain import FreightError, Item, ItemState, Job, JobState
 from freight.plan import route
 from freight.plan.model import Workflow
 from freight.plan.routing import Decision
@@ -108,6 +108,13 @@ def ingest(store: Store, job_id: str, docs: Iterable[Document], mode: str) -> in
         ready = [d.request for d in chunk if d.request is not None]
         if ready:
             store.add_requests(job_id, ready, mode=mode)
+        # A document that could not be read fails alone, its reason recorded; one read by a guessed encoding says so.
+        for d in chunk:
+            if d.error:
+                error = {"kind": "unreadable", "message": d.error, "raw_type": ""}
+                store.set_item_state(job_id, d.doc_id, ItemState.FAILED, error=error)
+            if d.note or d.error:
+                store.log(job_id, "note", message=d.note or d.error)
 
     for doc in docs:
         chunk.append(doc)
