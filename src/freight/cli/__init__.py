@@ -7,10 +7,14 @@ itself on the one app here.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from freight import __version__
 from freight.cli import plan, run, sample, serve, store_cmds
+from freight.domain import ExitCode
 
 app = typer.Typer(
     name="freight",
@@ -41,4 +45,20 @@ for _module in (run, sample, store_cmds, plan, serve):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before a command could take it (parsing, opening the store)
+        sys.stderr.write("\ninterrupted: nothing was started\n")
+        _leave(ExitCode.INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code == ExitCode.INTERRUPTED:
+            _leave(ExitCode.INTERRUPTED)
+        raise
+
+
+def _leave(code: int) -> None:
+    """Exit at once after Ctrl-C: everything is committed to the store, and the interpreter's teardown (over a
+    second on a loaded machine) is what a user pressing Ctrl-C would wait for."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -140,7 +140,9 @@ class LocalServer:
         env = {**os.environ, API_KEY_ENV: self.api_key}
         # The child dies with this process, even if this one is killed outright: a server embedded in a
         # `freight run` must never outlive it (its state is on disk; the next run starts a new one).
-        self._proc = sp.Popen(args, env=env, preexec_fn=_die_with_parent)
+        # Its own process group: Ctrl-C in the terminal reaches the runner only, which detaches cleanly and then
+        # stops this server itself (a SIGINT here too would print the server's traceback over the runner's message).
+        self._proc = sp.Popen(args, env=env, preexec_fn=_die_with_parent, process_group=0)
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
