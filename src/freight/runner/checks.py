@@ -49,20 +49,26 @@ def check_schema(path: Path, flag: str = "--schema") -> dict[str, Any]:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}:{exc.lineno}: {flag} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+    validate_schema(schema, str(path), flag, text)
+    assert isinstance(schema, dict)
+    return schema
+
+
+def validate_schema(schema: Any, source: str, flag: str = "--schema", text: str | None = None) -> None:
+    """A JSON Schema, valid by its declared draft; `text` (the file's) puts a line number in the message."""
     if not isinstance(schema, dict):
-        raise UsageError(f"{path}: {flag} must be a JSON object (a JSON Schema), not {type(schema).__name__}")
+        raise UsageError(f"{source}: {flag} must be a JSON object (a JSON Schema), not {type(schema).__name__}")
     validator = jsonschema.validators.validator_for(schema)
     try:
         validator.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "(top level)"
-        line = _line_of(text, exc.path)
+        line = _line_of(text, exc.path) if text else None
         draft = getattr(validator, "META_SCHEMA", {}).get("$schema", "its draft")
         raise UsageError(
-            f"{path}{f':{line}' if line else ''}: {flag} is not a valid JSON Schema at {where}: {exc.message} "
+            f"{source}{f':{line}' if line else ''}: {flag} is not a valid JSON Schema at {where}: {exc.message} "
             f"(checked against {draft}); fix the schema and run again"
         ) from None
-    return schema
 
 
 def _line_of(text: str, path: Any) -> int | None:
