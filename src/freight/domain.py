@@ -290,8 +290,8 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CANCELING: frozenset({JobState.CANCELED}),
     JobState.COMPLETED: frozenset(),
     JobState.CANCELED: frozenset(),
-    # A stopped job (sample gate) can be started again once the prompt is fixed.
-    JobState.STOPPED: frozenset({JobState.SAMPLING, JobState.RUNNING}),
+    # A stopped job (the sample gate, an error that cannot heal) is started again, or canceled, once the cause is fixed.
+    JobState.STOPPED: frozenset({JobState.SAMPLING, JobState.RUNNING, JobState.CANCELING, JobState.CANCELED}),
 }
 
 
