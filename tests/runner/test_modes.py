@@ -197,7 +197,16 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     bad.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     result = cli.invoke(
         app,
-        ["run", str(bad), "--base-url", "http://127.0.0.1:9", "--db", str(tmp_path / "f.db")],
+        [
+            "run",
+            str(bad),
+            "--model",
+            "claude-haiku-4-5",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--db",
+            str(tmp_path / "f.db"),
+        ],
         env={"ANTHROPIC_API_KEY": "k"},
     )
     assert result.exit_code == 1
@@ -222,8 +231,6 @@ def test_the_embedded_server_runs_a_job_and_dies_with_its_runner(tmp_path: Path)
         str(docs),
         "--engine",
         "scripted",
-        "--model",
-        "claude-haiku-4-5",
         "--db",
         str(tmp_path / "f.db"),
         "--poll-interval",
@@ -285,6 +292,8 @@ def test_auto_mode_a_deadline_inside_the_batch_window_runs_sync(tmp_path: Path) 
             "auto",
             "--deadline",
             "tomorrow morning",
+            "--model",
+            "claude-haiku-4-5",
             "--base-url",
             "http://127.0.0.1:9",
             "--db",

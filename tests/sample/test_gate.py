@@ -145,11 +145,15 @@ def test_an_unpriced_model_is_said_to_be_unpriced_and_the_gate_exits_non_zero(
     tmp_path: Path, server: LocalServer
 ) -> None:
     args = _thousand(tmp_path)
+    refused, out = _cli(tmp_path, server, *args, "--size", "10", "--model", "mystery-model")
+    assert refused == 2 and "no price for model 'mystery-model'" in out and "--allow-unpriced" in out
+    assert server.records() == []  # refused before anything was sent
+    args += ["--allow-unpriced"]
     code, out = _cli(tmp_path, server, *args, "--size", "10", "--model", "mystery-model", "--min-first-pass", "0.95")
     assert code == 1, out
     assert "first-pass success: 9/10 (90%), which is BELOW the gate of 95%" in out
     assert "about 100 retries" in out
-    assert "full run cost: unknown" in out and "mystery-model" in out
+    assert "full run cost: unknown" in out and "mystery-model" in out and "costing unknown" in out
     assert "$0" not in out
     failed = out.splitlines()[out.splitlines().index("failed (1):") + 1 :]
     assert failed[0].startswith("  validation_failed: the reply is not valid JSON") and failed[1].strip() == "doc-0999"

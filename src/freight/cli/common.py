@@ -1,9 +1,11 @@
-"""What every command shares: the --db option (checked before it is opened), error rendering, JSON output."""
+"""What every command shares: the --db option (checked before it is opened), option files, error rendering, JSON
+output."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -45,3 +47,26 @@ def fail_with(exc: FreightError) -> NoReturn:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def read_option_file(path: Path | None, flag: str) -> str | None:
+    """The text of a file given to `flag` (--prompt, --system ...), or a clear error naming both."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"{flag} {path}: {exc.strerror}", ExitCode.USAGE)
+
+
+def read_schema(path: Path | None) -> dict[str, Any] | None:
+    text = read_option_file(path, "--schema")
+    if text is None:
+        return None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{path}:{exc.lineno}: the schema is not valid JSON ({exc.msg})", ExitCode.USAGE)
+    if not isinstance(schema, dict):
+        fail(f"{path}: a JSON Schema must be an object", ExitCode.USAGE)
+    return schema

@@ -1,77 +1,29 @@
-"""`freight run`, `resume`, `status`, `results`, `cancel`: the main job from the command line."""
+"""`freight run`, `resume`, `status`, `results`, `cancel`: the main job from the command line.
+
+A thin skin over `freight.api`: parse the flags, call the library, render what it returns. Every decision of a run
+(where it goes, the embedded model, pricing, the sample gate) is made there, so a notebook makes it the same way.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from freight.cli.common import DbOption, fail, open_store, print_json
-from freight.domain import FreightError, JobState
-from freight.providers import Provider, get_provider, provider_names
-from freight.runner.job import RunOptions, decide_mode, open_job, resume_job
-from freight.runner.loop import Runner, Snapshot
-from freight.runner.report import build_report, item_results, render_report
-from freight.store import Store, freight_home
-
-KEY_ENV = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "azure": "AZURE_OPENAI_API_KEY",
-}
-DEFAULT_LOCAL_MODEL = "smollm2-135m"
+from freight import api
+from freight.cli.common import DbOption, fail, open_store, print_json, read_option_file, read_schema
+from freight.cli.sample_view import render_sample
+from freight.domain import ExitCode, FreightError
+from freight.runner.job import RunOptions
+from freight.runner.loop import Snapshot
+from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
 
 
-def _read(path: Path | None, what: str) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"{what} {path}: {exc.strerror}")
-
-
-def _schema(path: Path | None) -> dict[str, Any] | None:
-    text = _read(path, "--schema")
-    if text is None:
-        return None
-    try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{path}:{exc.lineno}: the schema is not valid JSON ({exc.msg})")
-    if not isinstance(schema, dict):
-        fail(f"{path}: a JSON Schema must be an object")
-    return schema
-
-
-@contextlib.contextmanager
-def provider_for(opts: RunOptions, engine: str) -> Iterator[Provider]:
-    """The provider adapter for a run. With no base URL and no API key in the environment, freight starts its own
-    server (`freight serve`, with the embedded engine) on loopback for the run, its state kept in FREIGHT_HOME so a
-    resumed run finds its batches again."""
-    if opts.base_url or os.environ.get(KEY_ENV.get(opts.provider, "")):
-        yield get_provider(opts.provider, base_url=opts.base_url)
-        return
-    from freight.server.testing import LocalServer
-
-    home = freight_home()
-    home.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(16)
-    with LocalServer(home / f"serve-{engine}.db", engine=engine, time_scale=0.001, api_key=key, subprocess=True) as srv:
-        base = srv.url_for(opts.provider) if opts.provider in KEY_ENV else srv.base_url
-        yield get_provider(opts.provider, base_url=base, api_key=key)
-
-
-def _printer(json_mode: bool) -> Any:
+def _printer(json_mode: bool, priced: Callable[[], bool]) -> Callable[[Snapshot], None]:
     last: list[Any] = [None, 0.0]
 
     def show(s: Snapshot) -> None:
@@ -83,37 +35,36 @@ def _printer(json_mode: bool) -> Any:
         failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
         pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
         states = ", ".join(f"{b[1]} {b[2]}" for b in s.batches[-3:]) or "none yet"
+        cost = f"${s.cost_usd:.4f}" if priced() else "unknown"
         typer.echo(
             f"[{s.elapsed:6.0f}s] done {done}  failed {failed}  pending {pending}  |  batches: "
-            f"{len(s.batches)} ({states})  |  cost ${s.cost_usd:.4f}",
+            f"{len(s.batches)} ({states})  |  cost {cost}",
             err=True,
         )
 
     return show
 
 
-def _drive(
-    store: Store, job_id: str, opts: RunOptions, engine: str, poll: float, batch_size: int | None, as_json: bool
-) -> None:
-    out = Path(opts.out) if opts.out else Path("freight-out") / job_id
+def _notice(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _drive(job: api.Job, poll: float, as_json: bool) -> None:
     try:
-        with provider_for(opts, engine) as provider:
-            Runner(
-                store, provider, job_id, opts, poll_interval=poll, batch_size=batch_size, on_progress=_printer(as_json)
-            ).run()
+        report = job.run(on_progress=_printer(as_json, lambda: job.priced), poll_interval=poll)
     except KeyboardInterrupt:
         typer.echo(
-            f"\ndetached from {job_id}: submitted batches keep running. Resume with: freight resume {job_id}", err=True
+            f"\ndetached from {job.job_id}: submitted batches keep running. Resume with: freight resume {job.job_id}",
+            err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except FreightError as exc:
-        fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job_id}`")
-    report = build_report(store, job_id, write_to=out)
+        fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job.job_id}`", exc.exit_code)
     if as_json:
-        print_json(report)
+        print_json(report.data)
     else:
-        typer.echo(render_report(report))
-        typer.echo(f"outputs: {out}/results.jsonl, failures.jsonl, report.json")
+        typer.echo(report.render())
+        typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json")
 
 
 def run(
@@ -125,8 +76,12 @@ def run(
     system: Path | None = typer.Option(None, help="System prompt file."),
     schema: Path | None = typer.Option(None, help="JSON Schema the output must satisfy (asks for JSON)."),
     fallback_prompt: Path | None = typer.Option(None, help="Simpler prompt for documents that keep failing."),
-    provider: str = typer.Option("anthropic", help="anthropic | openai"),
-    model: str | None = typer.Option(None, help="Model name (default: the embedded local model)."),
+    provider: str = typer.Option(
+        "anthropic", help="anthropic | openai | gemini | azure | local (the embedded model) | a plugin's name"
+    ),
+    model: str | None = typer.Option(
+        None, help="Model name: required with a key or --base-url; on the embedded model, its own (smollm2-135m)."
+    ),
     base_url: str | None = typer.Option(None, help="Provider API base URL (e.g. a freight serve)."),
     max_tokens: int = typer.Option(1024, min=1),
     max_retries: int = typer.Option(2, min=0, help="Retries per document."),
@@ -135,7 +90,7 @@ def run(
         None, help="When the results are needed (ISO 8601); with --mode auto, one inside the batch window runs sync."
     ),
     out: Path | None = typer.Option(None, help="Output folder (default freight-out/JOB)."),
-    engine: str = typer.Option("local", help="Engine of the embedded server, when one is started."),
+    engine: str = typer.Option("local", help="Engine of the embedded server, when the run is on it: local | scripted."),
     id_field: str | None = typer.Option(None, help="Id column of a JSONL/CSV input."),
     text_field: str | None = typer.Option(None, help="Text column of a JSONL/CSV input."),
     poll_interval: float = typer.Option(5.0, help="Seconds between polls (backs off when nothing moves)."),
@@ -153,75 +108,73 @@ def run(
     ),
     sample_size: int = typer.Option(8, min=1, help="Documents in that sample."),
     min_first_pass: float = typer.Option(0.9, min=0.0, max=1.0, help="Stop before submitting below this sample rate."),
+    # --- pricing ---
+    prices: Path | None = typer.Option(None, help="A price table (the shape of freight/plan/prices.yaml) over ours."),
+    price_as: str | None = typer.Option(
+        None, help="Price models the table does not list (an Azure deployment) as this listed model."
+    ),
+    allow_unpriced: bool = typer.Option(
+        False, "--allow-unpriced", help="Run a model with no price anyway; every cost then reads unknown."
+    ),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
-    if mode not in ("batch", "sync", "auto"):
-        fail(f"--mode {mode!r}: use batch, sync or auto")
-    if provider not in provider_names():
-        fail(f"unknown provider {provider!r}; known providers: {', '.join(provider_names())}")
-    opts = RunOptions(
-        input=str(input.resolve()),
-        provider=provider,
-        model=model or DEFAULT_LOCAL_MODEL,
-        prompt=_read(prompt, "--prompt") or "{document}",
-        system=_read(system, "--system"),
-        schema=_schema(schema),
-        fallback_prompt=_read(fallback_prompt, "--fallback-prompt"),
-        max_tokens=max_tokens,
-        max_retries=max_retries,
-        mode=mode,
-        base_url=base_url,
-        out=str(out) if out else None,
-        id_field=id_field,
-        text_field=text_field,
-        deadline=deadline,
-        extra={"batch_size": batch_size},
-    )
     with open_store(db) as store:
         try:
-            if mode == "auto":
-                opts.mode = _route(opts)
-            job, resumed = open_job(store, opts)
+            opts = api.prepare(
+                input,
+                prompt=read_option_file(prompt, "--prompt") or "{document}",
+                system=read_option_file(system, "--system"),
+                schema=read_schema(schema),
+                fallback_prompt=read_option_file(fallback_prompt, "--fallback-prompt"),
+                provider=provider,
+                model=model,
+                base_url=base_url,
+                engine=engine,
+                max_tokens=max_tokens,
+                max_retries=max_retries,
+                mode=mode,
+                deadline=deadline,
+                out=out,
+                id_field=id_field,
+                text_field=text_field,
+                batch_size=batch_size,
+                prices=prices,
+                price_as=price_as,
+                allow_unpriced=allow_unpriced,
+                on_notice=_notice,
+            )
+            job = api.Job.open(opts, store=store, on_notice=_notice)
         except FreightError as exc:
-            fail(str(exc))
-        typer.echo(f"{'resuming' if resumed else 'started'} {job.job_id} ({store.item_counts(job.job_id)})", err=True)
-        # --- sample gate (issue 8): exits non-zero, the job stopped and nothing submitted, when the sample fails ---
-        from freight.cli.sample import sample_gate
-
-        sample_gate(
-            store,
-            job.job_id,
-            opts,
-            engine,
-            enabled=sample,
-            size=sample_size,
-            min_first_pass=min_first_pass,
-            as_json=as_json,
-        )
-        _drive(store, job.job_id, opts, engine, poll_interval, batch_size, as_json)
-
-
-def _route(opts: RunOptions) -> str:
-    decision = decide_mode(opts, datetime.now(UTC))
-    for reason in decision.reasons:
-        typer.echo(f"route: {decision.mode.value}: {reason.text}", err=True)
-    return "batch" if decision.is_batch else "sync"
+            fail(str(exc), exc.exit_code)
+        _notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({store.item_counts(job.job_id)})")
+        try:
+            passed = job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
+        except api.SampleGateFailed as exc:
+            if as_json:
+                print_json({"job": job.job_id, "state": job.state.value, "sample": exc.report})
+            else:
+                typer.echo(render_sample(exc.report))
+            fail(str(exc), exc.exit_code)
+        except FreightError as exc:
+            fail(str(exc), exc.exit_code)
+        if passed is not None:
+            typer.echo(render_sample(passed), err=True)
+        _drive(job, poll_interval, as_json)
 
 
 def resume(
     job_id: str = typer.Argument(...),
-    engine: str = typer.Option("local", help="Engine of the embedded server, when one is started."),
     poll_interval: float = typer.Option(5.0),
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Carry on a job where it stopped: submitted batches are polled, never submitted again."""
+    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store:
         try:
-            _, opts = resume_job(store, job_id)
+            job = api.Job.find(job_id, store=store, on_notice=_notice)
         except FreightError as exc:
-            fail(str(exc))
-        _drive(store, job_id, opts, engine, poll_interval, opts.extra.get("batch_size"), as_json)
+            fail(str(exc), exc.exit_code)
+        _drive(job, poll_interval, as_json)
 
 
 def status(
@@ -239,16 +192,20 @@ def status(
                 {k: row[k] for k in ("provider_batch_id", "state", "n_requests", "counts", "submitted_at", "ended_at")}
                 for row in store.batches(job_id)
             ],
+            "endpoint": RunOptions.from_config(job.config).endpoint,
             "totals": store.totals(job_id),
         }
+        # The sample's spend is the job's too; a model with no price makes the whole cost unknown, never $0.
+        spent = data["totals"]["cost_usd"] + sample_spend(store, job_id)
+        data["cost_usd"] = round(spent, 6) if priced(store, job_id) else None
     if as_json:
         print_json(data)
         return
-    typer.echo(f"{job_id}: {job.state.value}  provider {job.provider}  model {job.model}")
+    typer.echo(f"{job_id}: {job.state.value}  provider {job.provider}  endpoint {data['endpoint']}  model {job.model}")
     typer.echo("documents: " + ", ".join(f"{k} {v}" for k, v in sorted(data["items"].items())))
     for b in data["batches"]:
         typer.echo(f"  batch {b['provider_batch_id'] or '(preparing)'}: {b['state']}, {b['n_requests']} requests")
-    typer.echo(f"cost so far: ${data['totals']['cost_usd']:.4f}")
+    typer.echo(f"cost so far: {money(data['cost_usd'])}")
 
 
 def results(
@@ -267,19 +224,14 @@ def results(
             typer.echo(json.dumps(line, ensure_ascii=False))
 
 
-def cancel(job_id: str = typer.Argument(...), engine: str = typer.Option("local"), db: str | None = DbOption) -> None:
+def cancel(job_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Cancel a job: its batches are canceled at the provider, and unfinished documents end canceled."""
     with open_store(db) as store:
         try:
-            job, opts = resume_job(store, job_id)
-            if job.state is not JobState.CANCELING:
-                store.set_job_state(job_id, JobState.CANCELING)
-            with provider_for(opts, engine) as provider:
-                runner = Runner(store, provider, job_id, opts, poll_interval=1.0)
-                runner.cancel()
+            report = api.Job.find(job_id, store=store, on_notice=_notice).cancel()
         except FreightError as exc:
-            fail(str(exc))
-        typer.echo(render_report(build_report(store, job_id)))
+            fail(str(exc), exc.exit_code)
+        typer.echo(report.render())
 
 
 def register(app: typer.Typer) -> None:

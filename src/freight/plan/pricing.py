@@ -7,6 +7,7 @@ never be computed two different ways.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -159,3 +160,48 @@ def load_prices(path: Path | None = None) -> PriceTable:
 def cost(model: str, usage: Usage, batch: bool, prices: PriceTable | None = None) -> float:
     """US dollars for `usage` on `model`; raises UnknownModel rather than pricing an unknown model at zero."""
     return (prices or default_prices()).cost(model, usage, batch)
+
+
+class Pricer:
+    """How one run prices its requests: each at its own model, through the table (packaged, plus `--prices FILE`),
+    with `--price-as MODEL` standing in for models the table does not list (an Azure deployment's own name, a
+    fine-tune). A model that still has no price costs None - "unknown" to the user - never $0."""
+
+    def __init__(self, table: PriceTable | None = None, price_as: str | None = None) -> None:
+        self.table = table or default_prices()
+        if price_as is not None and not self.table.knows(price_as):
+            raise PricingError(
+                f"--price-as {price_as!r}: {UnknownModel(price_as, self.table)} (--price-as names a model the table "
+                "lists, e.g. gpt-4o)"
+            )
+        self.price_as = price_as
+
+    @classmethod
+    def load(cls, prices: str | Path | None = None, price_as: str | None = None) -> Pricer:
+        return cls(load_prices(Path(prices)) if prices else None, price_as)
+
+    def name_for(self, model: str) -> str | None:
+        """The listed model `model` is priced as, or None when it has no price."""
+        if self.table.knows(model):
+            return model
+        return self.price_as
+
+    def cost(self, model: str, usage: Usage, batch: bool) -> float | None:
+        name = self.name_for(model)
+        return None if name is None else self.table.cost(name, usage, batch)
+
+    def unpriced(self, models: Iterable[str]) -> list[str]:
+        return sorted({m for m in models if self.name_for(m) is None})
+
+
+def unpriced_message(models: list[str], table: PriceTable) -> str:
+    """Why a run is refused before it spends anything, and the three ways to go on."""
+    named = ", ".join(repr(m) for m in models)
+    close = sorted({c for m in models for c in difflib.get_close_matches(m.split("/")[-1], table.model_names(), n=2)})
+    hint = f" (close listed names: {', '.join(close)})" if close else ""
+    return (
+        f"no price for model {named} in {table.origin}{hint}: nothing was sent. Give it a price with "
+        "--price-as MODEL (priced as a listed model, e.g. --price-as gpt-4o for an Azure deployment of gpt-4o), "
+        "or --prices FILE (your own prices, in the shape of freight/plan/prices.yaml); or run with --allow-unpriced "
+        "and every cost will read unknown"
+    )

@@ -19,6 +19,7 @@ __all__ = [
     "RequestRefused",
     "UnknownProvider",
     "get_provider",
+    "key_env",
     "provider_names",
 ]
 
@@ -35,6 +36,15 @@ def _entry_points() -> dict[str, EntryPoint]:
 
 def provider_names() -> list[str]:
     return sorted(_entry_points())
+
+
+def key_env(name: str) -> str | None:
+    """The environment variable that holds `name`'s API key, as its adapter declares it (None: it declares none)."""
+    found = _entry_points()
+    if name not in found:
+        return None
+    env: str | None = getattr(found[name].load(), "key_env", None)
+    return env
 
 
 def get_provider(name: str, *, base_url: str | None = None, api_key: str | None = None, **options: Any) -> Provider:

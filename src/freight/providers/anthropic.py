@@ -230,6 +230,7 @@ _MiB = 1024 * 1024
 
 class AnthropicProvider:
     name = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
     limits = Limits(
         max_requests_per_batch=100_000,
         # 256 MB, less room for the `{"requests": [...]}` envelope and the SDK's own JSON spacing.
@@ -267,9 +268,9 @@ class AnthropicProvider:
         timeout: float = 600.0,
         http_client: httpx2.Client | None = None,
     ) -> None:
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        key = api_key or os.environ.get(self.key_env)
         if not key:
-            raise FreightError("no Anthropic API key: set ANTHROPIC_API_KEY (or pass api_key=...)")
+            raise FreightError(f"no Anthropic API key: set {self.key_env} (or pass api_key=...)")
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
         # max_retries=0: retries belong to freight.providers.retry, so there is one policy, not two stacked.

@@ -55,6 +55,7 @@ INLINE_MAX_BYTES = 19 * _MiB  # under the API's 20 MB inline limit, with room fo
 
 class GeminiProvider:
     name = "gemini"
+    key_env = "GEMINI_API_KEY"  # GOOGLE_API_KEY is read too, as the SDK does
     limits = Limits(
         # Gemini counts bytes, not requests: 2 GB per input file. The request cap here only bounds one job's work.
         max_requests_per_batch=100_000,
@@ -86,9 +87,9 @@ class GeminiProvider:
         http_client: httpx2.Client | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
-        key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        key = api_key or os.environ.get(self.key_env) or os.environ.get("GOOGLE_API_KEY")
         if not key:
-            raise FreightError("no Gemini API key: set GEMINI_API_KEY (or pass api_key=...)")
+            raise FreightError(f"no Gemini API key: set {self.key_env} (or pass api_key=...)")
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
         self.inline_max_bytes = inline_max_bytes

@@ -67,6 +67,9 @@ class Limits(BaseModel):
 
 class Provider(Protocol):
     name: str
+    # The environment variable that holds this provider's API key: asked of the adapter (a class attribute, so it is
+    # read without building a client), so a plugin provider is resolved exactly like a built-in one.
+    key_env: str
     limits: Limits
 
     def send(self, request: Request) -> Succeeded | Errored:

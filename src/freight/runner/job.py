@@ -13,6 +13,7 @@ from typing import Any
 from freight.domain import FreightError, Item, ItemState, Job, JobState
 from freight.plan import route
 from freight.plan.model import Workflow
+from freight.plan.pricing import Pricer
 from freight.plan.routing import Decision
 from freight.runner.build import Template, build_request
 from freight.runner.inputs import Document, fingerprint, read_input
@@ -40,7 +41,26 @@ class RunOptions:
     id_field: str | None = None
     text_field: str | None = None
     deadline: str | None = None  # ISO 8601; with --mode auto, a deadline inside the batch window runs synchronously
+    # The embedded server's engine when the run is on it (base_url is then None: its port changes every run, so the
+    # engine, not the URL, is what identifies where the job ran).
+    engine: str | None = None
+    # How the run is priced: --prices FILE, --price-as MODEL, --allow-unpriced. Not part of the job's identity.
+    prices: str | None = None
+    price_as: str | None = None
+    allow_unpriced: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        """Where the requests go, as `freight jobs` shows it: the embedded engine, a base URL, or the provider's API."""
+        if self.engine:
+            return f"embedded:{self.engine}"
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"{self.provider} API"
+
+    def pricer(self) -> Pricer:
+        return Pricer.load(self.prices, self.price_as)
 
     def template(self) -> Template:
         return Template(
@@ -58,10 +78,17 @@ class RunOptions:
         return cls(**config)
 
 
+# Options that change neither what is asked nor where it is sent: the same job with or without them.
+_NOT_IDENTITY = ("input", "out", "base_url", "engine", "prices", "price_as", "allow_unpriced", "extra")
+
+
 def job_id_for(opts: RunOptions) -> str:
-    """Content-derived: the input's bytes and every option that changes what is asked (never where it is sent)."""
-    what = {k: v for k, v in asdict(opts).items() if k not in ("input", "out", "base_url", "extra")}
+    """Content-derived: the input's bytes, every option that changes what is asked, and where it is sent (provider,
+    endpoint, engine) - so the same command against another endpoint is another job, and outputs are never handed
+    back from a job that ran somewhere else."""
+    what = {k: v for k, v in asdict(opts).items() if k not in _NOT_IDENTITY}
     what["input"] = fingerprint(Path(opts.input))
+    what["endpoint"] = opts.endpoint
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     return f"job_{digest[:12]}"
 

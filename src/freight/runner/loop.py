@@ -309,7 +309,7 @@ class Runner:
     def _record(self, custom_id: str, outcome: Outcome, *, batch: bool, quiet_duplicate: bool = False) -> None:
         """Commit the outcome, then act on it (settle). The order is the durability guarantee."""
         usage = outcome.usage if isinstance(outcome, Succeeded | Errored) else Usage()
-        cost, sync_cost = self.settler.costs(usage, batch)
+        cost, sync_cost = self.settler.costs(usage, batch, custom_id)
         try:
             self.store.record_outcome(self.job_id, custom_id, outcome, cost_usd=cost, sync_cost_usd=sync_cost)
             crashpoint("ingest.recorded")

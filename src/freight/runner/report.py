@@ -13,10 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from freight.domain import ItemState
+from freight.runner.job import RunOptions
 from freight.store import Store
 
 
+def priced(store: Store, job_id: str) -> bool:
+    """False once any of the job's requests (or its sample) had no price: its costs then read unknown, never $0."""
+    return not store.events(job_id, kind="cost.unpriced")
+
+
+def sample_spend(store: Store, job_id: str) -> float:
+    """What the job's sample gates spent (synchronously), from their entries in the job's log."""
+    return sum(float(e["data"].get("cost_usd") or 0.0) for e in store.events(job_id, kind="sample.gate"))
+
+
 def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
+    """One line per input document, in input order: what results.jsonl holds."""
+    for line, _ in _item_lines(store, job_id, priced(store, job_id)):
+        yield line
+
+
+def _item_lines(store: Store, job_id: str, known: bool) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]]]]:
+    """Each line, with what each of its attempts cost by the fix that made it ("first_pass" for the first)."""
     for item in store.iter_items(job_id):
         row = store.item_row(job_id, item.item_id)
         reqs = store.item_requests(job_id, item.item_id)
@@ -25,7 +43,7 @@ def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
             k: sum(int(r[k] or 0) for r in reqs)
             for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
         }
-        yield {
+        line = {
             "id": item.item_id,
             "custom_ids": [r["custom_id"] for r in reqs],
             "status": item.state.value,
@@ -36,13 +54,16 @@ def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
             "fixes": [r["fix"] for r in reqs if r["fix"]],
             "first_pass": item.state is ItemState.SUCCEEDED and len(reqs) == 1,
             "usage": usage,
-            "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6),
+            "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6) if known else None,
         }
+        yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs]
 
 
 def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dict[str, Any]:
     """The report; with `write_to`, also results.jsonl and failures.jsonl there, streamed item by item."""
     failed_by: Counter[str] = Counter()
+    by_fix: dict[str, float] = {}
+    known = priced(store, job_id)
     documents = succeeded = first_pass = 0
     files = None
     if write_to is not None:
@@ -52,7 +73,9 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
             (write_to / "failures.jsonl").open("w", encoding="utf-8"),
         )
     try:
-        for line in item_results(store, job_id):
+        for line, spent in _item_lines(store, job_id, known):
+            for fix, dollars in spent:
+                by_fix[fix] = by_fix.get(fix, 0.0) + dollars
             documents += 1
             succeeded += line["status"] == "succeeded"
             first_pass += line["first_pass"]
@@ -73,6 +96,7 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
         "state": job.state.value if job else None,
         "model": job.model if job else None,
         "provider": job.provider if job else None,
+        "endpoint": RunOptions.from_config(job.config).endpoint if job else None,
         "documents": documents,
         "succeeded": succeeded,
         "failed": documents
@@ -85,13 +109,32 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
         "tokens": {
             k: int(totals[k]) for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
         },
-        "cost_usd": round(totals["cost_usd"], 6),
-        "sync_cost_usd": round(totals["sync_cost_usd"], 6),
-        "saving_usd": round(totals["sync_cost_usd"] - totals["cost_usd"], 6),
+        **_costs(totals, sample_spend(store, job_id), by_fix, known),
     }
     if write_to is not None:
         (write_to / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _costs(totals: dict[str, float], sample: float, by_fix: dict[str, float], known: bool) -> dict[str, Any]:
+    """The job's cost: every outcome's, plus its sample's (paid at the synchronous price); broken down by fix. All
+    None when any request had no price: a partial sum presented as the cost would be a lie."""
+    if not known:
+        return {"cost_usd": None, "sync_cost_usd": None, "saving_usd": None, "cost_by_fix": None}
+    paid = totals["cost_usd"] + sample
+    sync = totals["sync_cost_usd"] + sample
+    breakdown = {"sample": sample} if sample else {}
+    breakdown.update({fix: dollars for fix, dollars in sorted(by_fix.items(), key=lambda kv: kv[0] != "first_pass")})
+    return {
+        "cost_usd": round(paid, 6),
+        "sync_cost_usd": round(sync, 6),
+        "saving_usd": round(sync - paid, 6),
+        "cost_by_fix": {k: round(v, 6) for k, v in breakdown.items()},
+    }
+
+
+def money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -108,8 +151,14 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append("retries by fix: " + ", ".join(f"{k} {v}" for k, v in sorted(report["retries_by_fix"].items())))
     t = report["tokens"]
     lines.append(f"tokens: {t['input_tokens']:,} in, {t['output_tokens']:,} out")
+    if report["cost_usd"] is None:
+        lines.append("cost: unknown (a model had no price: --prices FILE or --price-as MODEL gives it one)")
+        return "\n".join(lines)
     lines.append(
-        f"cost: ${report['cost_usd']:.4f} paid; ${report['sync_cost_usd']:.4f} through the synchronous API; "
-        f"saved ${report['saving_usd']:.4f}"
+        f"cost: {money(report['cost_usd'])} paid; {money(report['sync_cost_usd'])} through the synchronous API; "
+        f"saved {money(report['saving_usd'])}"
     )
+    if report["cost_by_fix"]:
+        parts = ", ".join(f"{k.replace('_', ' ')} {money(v)}" for k, v in report["cost_by_fix"].items())
+        lines.append(f"cost by fix: {parts}")
     return "\n".join(lines)

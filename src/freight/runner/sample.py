@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight.domain import Errored, FreightError, Request, StopReason, Succeeded, Usage
-from freight.plan.pricing import PricingError, cost
+from freight.plan.pricing import Pricer, PricingError
 from freight.plan.retries import project_retries
 from freight.providers import Provider, ProviderError
 from freight.runner.build import build_request
@@ -88,7 +88,17 @@ def run_sample(provider: Provider, opts: RunOptions, settings: SampleSettings) -
         _result(opts, by_id[doc.doc_id], doc, request, outcome)
         for doc, request, (outcome, _) in zip(docs, requests, sent, strict=True)
     ]
-    return _report(opts, settings, selection, results)
+    report = _report(opts, settings, selection, results)
+    report["spend"] = sample_spend(opts, [(r.model, o.usage) for r, (o, _) in zip(requests, sent, strict=True)])
+    return report
+
+
+def sample_spend(opts: RunOptions, used: list[tuple[str, Usage]]) -> dict[str, Any]:
+    """What the sample itself cost (it ran synchronously), each request at its own model; None when unpriced."""
+    pricer = opts.pricer()
+    prices = [pricer.cost(model, usage, batch=False) for model, usage in used]
+    total = None if any(p is None for p in prices) else round(sum(p or 0.0 for p in prices), 6)
+    return {"cost_usd": total, "unpriced": pricer.unpriced(m for m, _ in used)}
 
 
 def _send(provider: Provider, request: Request) -> tuple[Succeeded | Errored, ProviderError | None]:
@@ -132,7 +142,7 @@ def _report(
     total = Usage()
     for r in results:
         total = total + Usage(**r["usage"])
-    estimate = estimate_full_run(opts.model, total, k, n, rate, batch=opts.mode != "sync")
+    estimate = estimate_full_run(opts.model, total, k, n, rate, batch=opts.mode != "sync", pricer=opts.pricer())
     return {
         "input": opts.input,
         "documents": n,
@@ -156,12 +166,16 @@ def _report(
     }
 
 
-def estimate_full_run(model: str, sample_usage: Usage, k: int, n: int, rate: float, batch: bool) -> dict[str, Any]:
+def estimate_full_run(
+    model: str, sample_usage: Usage, k: int, n: int, rate: float, batch: bool, pricer: Pricer | None = None
+) -> dict[str, Any]:
     """The full run at the sample's rate: the first pass over N documents plus the projected retries, each request
     costing what a sampled document cost on average. An unpriced model is said to be unpriced, never priced at $0."""
+    pricer = pricer or Pricer()
+    name = pricer.name_for(model) or model  # no price: the table raises UnknownModel, whose message says so
     try:
-        sync_per_doc = cost(model, sample_usage, batch=False) / k
-        batch_per_doc = cost(model, sample_usage, batch=True) / k
+        sync_per_doc = pricer.table.cost(name, sample_usage, batch=False) / k
+        batch_per_doc = pricer.table.cost(name, sample_usage, batch=True) / k
     except PricingError as exc:
         projection = project_retries(n, rate, 0.0)
         return {

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from freight.domain import ItemState, JobState, StopReason, Succeeded, Usage
-from freight.plan.pricing import PricingError, cost
 from freight.providers import Provider
 from freight.runner.chunking import merge_outputs
 from freight.runner.ids import base_custom_id, retry_custom_id
@@ -30,19 +29,25 @@ class Settler:
         self.job_id = job_id
         self.opts = opts
         self.template = opts.template()
-        self._priced = True
+        self.pricer = opts.pricer()
+        self._unpriced: set[str] = set()
         self._requests_input: bool | None = None
 
-    def costs(self, usage: Usage, batch: bool) -> tuple[float, float]:
-        """(what this usage costs on the path it took, what it would have cost synchronously)."""
-        if not self._priced:
+    def costs(self, usage: Usage, batch: bool, custom_id: str | None = None) -> tuple[float, float]:
+        """(what this usage costs on the path it took, what it would have cost synchronously), at the request's own
+        model: a ready-made batch line carries its own. A model with no price is recorded as such (the report then
+        reads "unknown", never $0) and its cost column holds 0."""
+        model = self.opts.model
+        if custom_id is not None and self._ready_made(""):
+            row = self.store.get_request(self.job_id, custom_id)
+            model = row["request"].model if row is not None else model
+        paid, sync = self.pricer.cost(model, usage, batch), self.pricer.cost(model, usage, False)
+        if paid is None or sync is None:
+            if model not in self._unpriced:
+                self._unpriced.add(model)
+                self.store.log(self.job_id, "cost.unpriced", model=model, message=f"no price for model {model!r}")
             return 0.0, 0.0
-        try:
-            return cost(self.opts.model, usage, batch), cost(self.opts.model, usage, False)
-        except PricingError as exc:
-            self._priced = False
-            self.store.log(self.job_id, "note", message=f"costs shown as $0: {exc}")
-            return 0.0, 0.0
+        return paid, sync
 
     def settle(self, custom_id: str) -> None:
         row = self.store.get_request(self.job_id, custom_id)

@@ -1,0 +1,305 @@
+"""freight as a library: the decisions of a run, made once, for the command line and a notebook alike.
+
+Where a run's requests go (a provider's API, a base URL, or the embedded local model), whether the embedded model may
+run it, how it is priced, whether its sample lets it start, and how its errors read are decided here; `freight run`
+is a thin skin that parses flags, calls this module and renders what it returns.
+
+    import freight
+
+    report = freight.run(
+        "docs/",
+        prompt="Extract the vendor and the total.\\n\\n{document}",
+        schema={"type": "object", "required": ["vendor", "total"]},
+        provider="anthropic",
+        model="claude-haiku-4-5",
+    )
+    print(report.render())
+
+Invariants: nothing here prints - what a user should be told goes to `on_notice`, progress to `on_progress` (the
+runner's `Snapshot`, read from the store); every error is a `FreightError` whose `exit_code` is what the CLI exits
+with; keys are read from the environment (or passed as `api_key`) and never stored. A job is identified by what it
+asks and where it sends it (`runner.job.job_id_for`), so running the same thing again resumes it, and the same thing
+against another endpoint is another job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freight.domain import FreightError, JobState, UsageError
+from freight.providers import key_env
+from freight.runner.job import RunOptions, open_job, resume_job
+from freight.runner.loop import Runner, Snapshot
+from freight.runner.report import build_report, priced, render_report
+from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
+from freight.store import Store
+from freight.target import EMBEDDED, Notice, connect, prepare, quiet
+
+__all__ = [
+    "EMBEDDED",
+    "Job",
+    "Report",
+    "RunOptions",
+    "SampleGateFailed",
+    "cancel",
+    "connect",
+    "prepare",
+    "resume",
+    "run",
+    "sample",
+]
+
+Progress = Callable[[Snapshot], None]
+
+
+class SampleGateFailed(FreightError):
+    """The sample's first-pass rate was below the gate: nothing was submitted and the job is stopped. `report` is the
+    sample's report, for rendering."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Report:
+    """A job's final report (also written to `out` as report.json, with results.jsonl and failures.jsonl)."""
+
+    data: dict[str, Any]
+    out: Path | None = None
+
+    @property
+    def job_id(self) -> str:
+        return str(self.data["job"])
+
+    @property
+    def state(self) -> str:
+        return str(self.data["state"])
+
+    @property
+    def succeeded(self) -> int:
+        return int(self.data["succeeded"])
+
+    @property
+    def failed(self) -> int:
+        return int(self.data["failed"])
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the job was billed, its sample included; None ("unknown") when a model had no price."""
+        value = self.data["cost_usd"]
+        return None if value is None else float(value)
+
+    def render(self) -> str:
+        return render_report(self.data)
+
+
+# --- a job --------------------------------------------------------------------------------------------------------
+
+
+class Job:
+    """One job in a store: `Job.open(prepare(...), store=...)` creates it (or finds it again), then `sample_gate()`,
+    `run()`, or `cancel()`. `freight.run(...)` does all of it."""
+
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        opts: RunOptions,
+        *,
+        resumed: bool,
+        api_key: str | None = None,
+        on_notice: Notice = quiet,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.opts = opts
+        self.resumed = resumed
+        self._api_key = api_key
+        self.on_notice = on_notice
+
+    @classmethod
+    def open(cls, opts: RunOptions, *, store: Store, api_key: str | None = None, on_notice: Notice = quiet) -> Job:
+        job, resumed = open_job(store, opts)
+        return cls(store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice)
+
+    @classmethod
+    def find(cls, job_id: str, *, store: Store, api_key: str | None = None, on_notice: Notice = quiet) -> Job:
+        """A job already in the store, with the options it was started with (so resume needs no flags)."""
+        job, opts = resume_job(store, job_id)
+        if "engine" not in job.config and not opts.base_url:
+            # A job stored before the endpoint was part of a job: it ran where no key pointed elsewhere.
+            env = key_env(opts.provider)
+            if not (api_key or (env and os.environ.get(env))):
+                opts.engine = "local"
+        return cls(store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice)
+
+    @property
+    def state(self) -> JobState:
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        return job.state
+
+    @property
+    def priced(self) -> bool:
+        """False once a request of this job had no price (its costs read unknown)."""
+        return priced(self.store, self.job_id)
+
+    def out_dir(self) -> Path:
+        return Path(self.opts.out) if self.opts.out else Path("freight-out") / self.job_id
+
+    def sample_gate(
+        self, *, enabled: bool | None = None, size: int = 8, min_first_pass: float = 0.9
+    ) -> dict[str, Any] | None:
+        """Before anything is submitted: sample a job not started yet, and stop it when the first-pass rate is below
+        `min_first_pass` (raises `SampleGateFailed`, exit 1). `enabled` None samples inputs over 50 documents; True
+        always; False never. A job already running is not sampled again. Returns the sample's report, or None."""
+        state = self.state
+        if enabled is False or state not in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
+            return None
+        documents = sum(self.store.item_counts(self.job_id).values())
+        if enabled is None and documents <= GATE_THRESHOLD_DOCUMENTS:
+            return None
+        if state is not JobState.SAMPLING:
+            self.store.set_job_state(self.job_id, JobState.SAMPLING)
+        self.on_notice(f"sampling {size} of {documents} documents first (--no-sample skips this)")
+        report = _run_sample(
+            self.store, self.opts, SampleSettings(size=size, min_first_pass=min_first_pass), self._api_key
+        )
+        spend = report["spend"]
+        for model in spend["unpriced"]:
+            self.store.log(self.job_id, "cost.unpriced", model=model, message=f"the sample: no price for {model!r}")
+        # The sample's spend goes in the job's log, where the report adds it to the job's cost.
+        self.store.log(
+            self.job_id,
+            "sample.gate",
+            sample_id=report["sample_id"],
+            rate=report["first_pass_rate"],
+            passed=report["passed"],
+            cost_usd=spend["cost_usd"] or 0.0,
+        )
+        if report["passed"]:
+            return report
+        self.store.set_job_state(self.job_id, JobState.STOPPED)
+        raise SampleGateFailed(
+            f"the sample's first-pass rate {report['first_pass_rate']:.0%} is below --min-first-pass "
+            f"{min_first_pass:.0%}: nothing was submitted and job {self.job_id} is stopped. Fix the prompt (the "
+            f"failures are listed above), check it with `freight sample {self.opts.input} --prompt FILE`, then run "
+            "again; --min-first-pass or --no-sample overrides the gate",
+            report,
+        )
+
+    def run(self, *, on_progress: Progress | None = None, poll_interval: float = 5.0) -> Report:
+        """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs."""
+        with connect(self.opts, self._api_key) as provider:
+            Runner(
+                self.store,
+                provider,
+                self.job_id,
+                self.opts,
+                poll_interval=poll_interval,
+                batch_size=self.opts.extra.get("batch_size"),
+                on_progress=on_progress,
+            ).run()
+        return self.report()
+
+    def cancel(self) -> Report:
+        """Cancel the job's batches at the provider; unfinished documents end canceled."""
+        if self.state is not JobState.CANCELING:
+            self.store.set_job_state(self.job_id, JobState.CANCELING)
+        with connect(self.opts, self._api_key) as provider:
+            Runner(self.store, provider, self.job_id, self.opts, poll_interval=1.0).cancel()
+        return Report(build_report(self.store, self.job_id))
+
+    def report(self) -> Report:
+        out = self.out_dir()
+        return Report(build_report(self.store, self.job_id, write_to=out), out)
+
+
+def _run_sample(store: Store, opts: RunOptions, settings: SampleSettings, api_key: str | None) -> dict[str, Any]:
+    try:
+        with connect(opts, api_key) as provider:
+            report = run_sample(provider, opts, settings)
+    except ValueError as exc:  # the sample's own checks (a size, a seed) on this input
+        raise UsageError(str(exc)) from None
+    report["sample_id"] = save_sample(store, opts, report)
+    return report
+
+
+# --- one call each ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _opened(db: str | None, store: Store | None) -> Iterator[Store]:
+    if store is not None:
+        yield store
+        return
+    with Store(db) as opened:
+        yield opened
+
+
+def run(
+    input: str | Path,
+    *,
+    db: str | None = None,
+    store: Store | None = None,
+    sample: bool | None = None,
+    sample_size: int = 8,
+    min_first_pass: float = 0.9,
+    poll_interval: float = 5.0,
+    api_key: str | None = None,
+    on_progress: Progress | None = None,
+    on_notice: Notice = quiet,
+    **settings: Any,
+) -> Report:
+    """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
+    base_url, ...), the sample gate, then the run. Running it again resumes the same job."""
+    opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
+    with _opened(db, store) as st:
+        job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice)
+        on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({st.item_counts(job.job_id)})")
+        job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
+        return job.run(on_progress=on_progress, poll_interval=poll_interval)
+
+
+def resume(
+    job_id: str,
+    *,
+    db: str | None = None,
+    store: Store | None = None,
+    poll_interval: float = 5.0,
+    api_key: str | None = None,
+    on_progress: Progress | None = None,
+) -> Report:
+    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
+    with _opened(db, store) as st:
+        return Job.find(job_id, store=st, api_key=api_key).run(on_progress=on_progress, poll_interval=poll_interval)
+
+
+def cancel(job_id: str, *, db: str | None = None, store: Store | None = None, api_key: str | None = None) -> Report:
+    with _opened(db, store) as st:
+        return Job.find(job_id, store=st, api_key=api_key).cancel()
+
+
+def sample(
+    input: str | Path,
+    *,
+    size: int = 8,
+    seed: int = 0,
+    min_first_pass: float = 0.9,
+    db: str | None = None,
+    store: Store | None = None,
+    api_key: str | None = None,
+    on_notice: Notice = quiet,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Run a representative sample synchronously (kept in the store) and return its report: first-pass rate, each
+    failure and why, projected retries and cost; `report["passed"]` says whether it clears `min_first_pass`."""
+    opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
+    with _opened(db, store) as st:
+        return _run_sample(st, opts, SampleSettings(size=size, seed=seed, min_first_pass=min_first_pass), api_key)

@@ -1,0 +1,204 @@
+"""Where a run goes, decided before anything is sent: a provider's API, a base URL, or the embedded local model.
+
+The embedded model (freight's own server with the `local` engine, started for the run) is the no-key default, and only
+that: a run is on it when `--provider local` asks for it, or when no key and no base URL point at a provider - and
+then it says so, and refuses a provider's model name rather than answering under it. Which environment variable holds
+a provider's key is asked of its adapter (`key_env`), so a plugin provider is resolved like a built-in one. Every
+model the run will use must have a price before it starts (`--prices`, `--price-as`), or `--allow-unpriced` says the
+costs will read unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from freight.domain import FreightError, UsageError
+from freight.plan.pricing import Pricer, PricingError, UnknownModel, unpriced_message
+from freight.providers import Provider, get_provider, key_env, provider_names
+from freight.runner.inputs import input_kind, read_input
+from freight.runner.job import RunOptions, decide_mode
+from freight.store import freight_home
+
+EMBEDDED = "local"  # --provider local: the embedded model, asked for by name
+# The embedded server's engines and the model each answers as. `scripted` is the deterministic test engine.
+EMBEDDED_MODELS = {"local": "smollm2-135m", "scripted": "scripted"}
+# The adapter that talks to the embedded server when no provider is named (the server speaks every dialect).
+EMBEDDED_ADAPTER = "anthropic"
+
+Notice = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def prepare(
+    input: str | Path,
+    *,
+    prompt: str = "{document}",
+    system: str | None = None,
+    schema: dict[str, Any] | None = None,
+    fallback_prompt: str | None = None,
+    provider: str = "anthropic",
+    model: str | None = None,
+    base_url: str | None = None,
+    engine: str = "local",
+    max_tokens: int = 1024,
+    max_retries: int = 2,
+    mode: str = "batch",
+    deadline: str | None = None,
+    out: str | Path | None = None,
+    id_field: str | None = None,
+    text_field: str | None = None,
+    batch_size: int | None = 5000,
+    prices: str | Path | None = None,
+    price_as: str | None = None,
+    allow_unpriced: bool = False,
+    api_key: str | None = None,
+    on_notice: Notice = quiet,
+) -> RunOptions:
+    """Check and resolve everything a run needs before anything is sent: the provider and endpoint (the embedded
+    model only when no key and no base URL say otherwise, or `provider="local"`), the model, the prices of every
+    model the input will use, and `mode="auto"` routed. Raises `UsageError` (exit 2) for what the user must change."""
+    if mode not in ("batch", "sync", "auto"):
+        raise UsageError(f"--mode {mode!r}: use batch, sync or auto")
+    names = provider_names()
+    if provider != EMBEDDED and provider not in names:
+        raise FreightError(f"unknown provider {provider!r}; known providers: {', '.join([*names, EMBEDDED])}")
+    path = Path(input).resolve()
+    ready_made = input_kind(path) == "requests"
+    # Ready-made batch lines carry their own model: each is priced (and checked) at it.
+    line_models = _line_models(path) if ready_made else []
+    opts = RunOptions(
+        input=str(path),
+        provider=provider,
+        model=model or (line_models[0] if line_models else ""),
+        prompt=prompt,
+        system=system,
+        schema=schema,
+        fallback_prompt=fallback_prompt,
+        max_tokens=max_tokens,
+        max_retries=max_retries,
+        mode=mode,
+        base_url=base_url.rstrip("/") if base_url else None,
+        out=str(out) if out else None,
+        id_field=id_field,
+        text_field=text_field,
+        deadline=deadline,
+        prices=str(prices) if prices else None,
+        price_as=price_as,
+        allow_unpriced=allow_unpriced,
+        extra={"batch_size": batch_size} if batch_size else {},
+    )
+    try:
+        pricer = opts.pricer()
+    except PricingError as exc:
+        raise UsageError(str(exc)) from None
+    _resolve_target(opts, engine, model, line_models, pricer, api_key, on_notice)
+    unpriced = pricer.unpriced({opts.model, *line_models})
+    if unpriced and not allow_unpriced:
+        raise UsageError(unpriced_message(unpriced, pricer.table))
+    if unpriced:
+        on_notice(f"no price for {', '.join(unpriced)}: every cost of this run will read unknown (--allow-unpriced)")
+    if opts.mode == "auto":
+        decision = decide_mode(opts, datetime.now(UTC))
+        for reason in decision.reasons:
+            on_notice(f"route: {decision.mode.value}: {reason.text}")
+        opts.mode = "batch" if decision.is_batch else "sync"
+    return opts
+
+
+def _resolve_target(
+    opts: RunOptions,
+    engine: str,
+    model: str | None,
+    line_models: list[str],
+    pricer: Pricer,
+    api_key: str | None,
+    on_notice: Notice,
+) -> None:
+    """Decide the embedded model or a provider, and the model; refuse a provider's model name on the embedded one."""
+    adapter = EMBEDDED_ADAPTER if opts.provider == EMBEDDED else opts.provider
+    env = key_env(adapter)
+    has_key = bool(api_key or (env and os.environ.get(env)))
+    if opts.provider == EMBEDDED and opts.base_url:
+        raise UsageError(
+            "--provider local runs the embedded model on this machine: drop --base-url, or name the provider that "
+            "--base-url speaks (--provider anthropic|openai|...)"
+        )
+    if opts.provider != EMBEDDED and (opts.base_url or has_key):
+        if not opts.model:
+            raise UsageError(f"name a --model for {adapter}{_example(pricer, adapter)}")
+        return
+    if engine not in EMBEDDED_MODELS:
+        raise UsageError(f"--engine {engine!r}: the embedded server runs {' or '.join(EMBEDDED_MODELS)}")
+    own = EMBEDDED_MODELS[engine]
+    for name in [model or own, *line_models]:
+        if not _embedded_model(pricer, name):
+            raise UsageError(
+                f"--model {name}: that is not the embedded local model ({own}), and this run is on it because "
+                f"{'--provider local was given' if opts.provider == EMBEDDED else f'{env} is not set'}: nothing was "
+                f"sent. To use {name}, set {env or 'the provider key'} (or --base-url); to use the embedded model, "
+                "drop --model"
+            )
+    explicit = opts.provider == EMBEDDED
+    opts.provider, opts.engine, opts.model = adapter, engine, model or own
+    if explicit:
+        on_notice(f"--provider local: running on the embedded local model {opts.model}")
+    else:
+        on_notice(
+            f"no {env}: running on the embedded local model {opts.model}; set the key or --provider/--base-url to "
+            "use a provider"
+        )
+
+
+def _embedded_model(pricer: Pricer, model: str) -> bool:
+    """The price table lists the embedded engines' models under `local` (at $0): a name priced elsewhere is a
+    provider's model, which the embedded model must not answer under."""
+    try:
+        return pricer.table.lookup(model)[0] == EMBEDDED
+    except UnknownModel:
+        return False
+
+
+def _example(pricer: Pricer, provider: str) -> str:
+    listed = pricer.table.providers.get(provider)
+    return f" (e.g. --model {next(iter(listed.models))})" if listed and listed.models else ""
+
+
+def _line_models(path: Path) -> list[str]:
+    """The models a ready-made batch file names, in order of first use (streamed, not held)."""
+    seen: dict[str, None] = {}
+    for doc in read_input(path):
+        if doc.request is not None:
+            seen.setdefault(doc.request.model, None)
+    return list(seen)
+
+
+@contextlib.contextmanager
+def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
+    """The provider adapter for a run. On the embedded model, freight starts its own server (`freight serve`) on
+    loopback for the run, its state kept in FREIGHT_HOME so a resumed run finds its batches again, with a fresh key
+    that lives only as long as the run."""
+    if not opts.engine:
+        yield get_provider(opts.provider, base_url=opts.base_url, api_key=api_key)
+        return
+    from freight.server.testing import LocalServer
+
+    home = freight_home()
+    home.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(16)
+    with LocalServer(
+        home / f"serve-{opts.engine}.db", engine=opts.engine, time_scale=0.001, api_key=key, subprocess=True
+    ) as srv:
+        try:
+            base = srv.url_for(opts.provider)
+        except KeyError:  # a plugin provider: the server's root, where every dialect is mounted
+            base = srv.base_url
+        yield get_provider(opts.provider, base_url=base, api_key=key)
