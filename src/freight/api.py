@@ -33,6 +33,7 @@ from typing import Any
 
 from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
+from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.job import RunOptions, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, priced, render_report
@@ -154,13 +155,22 @@ class Job:
         return Path(self.opts.out) if self.opts.out else Path("freight-out") / self.job_id
 
     def sample_gate(
-        self, *, enabled: bool | None = None, size: int = 8, min_first_pass: float = 0.9
+        self,
+        *,
+        enabled: bool | None = None,
+        size: int = 8,
+        min_first_pass: float = 0.9,
+        labels: Labels | None = None,
+        min_accuracy: float | None = None,
     ) -> dict[str, Any] | None:
         """Before anything is submitted: sample a job not started yet, and stop it when the first-pass rate is below
-        `min_first_pass` (raises `SampleGateFailed`, exit 1). `enabled` None samples inputs over 50 documents; True
-        always; False never. A job already running is not sampled again. Returns the sample's report, or None."""
+        `min_first_pass`, or (with `labels`) its field accuracy below `min_accuracy` (raises `SampleGateFailed`,
+        exit 1). `enabled` None samples inputs over 50 documents; True always; False never. A job already running,
+        or stopped after it submitted batches (Ctrl-C), is not sampled again. Returns the sample's report, or None."""
         state = self.state
         if enabled is False or state not in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
+            return None
+        if self.store.batches(self.job_id):
             return None
         documents = sum(self.store.item_counts(self.job_id).values())
         if enabled is None and documents <= GATE_THRESHOLD_DOCUMENTS:
@@ -168,9 +178,8 @@ class Job:
         if state is not JobState.SAMPLING:
             self.store.set_job_state(self.job_id, JobState.SAMPLING)
         self.on_notice(f"sampling {size} of {documents} documents first (--no-sample skips this)")
-        report = _run_sample(
-            self.store, self.opts, SampleSettings(size=size, min_first_pass=min_first_pass), self._api_key
-        )
+        settings = SampleSettings(size=size, min_first_pass=min_first_pass)
+        report = _run_sample(self.store, self.opts, settings, self._api_key, labels, min_accuracy)
         spend = report["spend"]
         for model in spend["unpriced"]:
             self.store.log(self.job_id, "cost.unpriced", model=model, message=f"the sample: no price for {model!r}")
@@ -186,13 +195,7 @@ class Job:
         if report["passed"]:
             return report
         self.store.set_job_state(self.job_id, JobState.STOPPED)
-        raise SampleGateFailed(
-            f"the sample's first-pass rate {report['first_pass_rate']:.0%} is below --min-first-pass "
-            f"{min_first_pass:.0%}: nothing was submitted and job {self.job_id} is stopped. Fix the prompt (the "
-            f"failures are listed above), check it with `freight sample {self.opts.input} --prompt FILE`, then run "
-            "again; --min-first-pass or --no-sample overrides the gate",
-            report,
-        )
+        raise SampleGateFailed(gate_message(report, self.opts, self.job_id), report)
 
     def run(self, *, on_progress: Progress | None = None, poll_interval: float = 5.0) -> Report:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs."""
@@ -221,12 +224,21 @@ class Job:
         return Report(build_report(self.store, self.job_id, write_to=out), out)
 
 
-def _run_sample(store: Store, opts: RunOptions, settings: SampleSettings, api_key: str | None) -> dict[str, Any]:
+def _run_sample(
+    store: Store,
+    opts: RunOptions,
+    settings: SampleSettings,
+    api_key: str | None,
+    labels: Labels | None = None,
+    min_accuracy: float | None = None,
+) -> dict[str, Any]:
     try:
         with connect(opts, api_key) as provider:
             report = run_sample(provider, opts, settings)
     except ValueError as exc:  # the sample's own checks (a size, a seed) on this input
         raise UsageError(str(exc)) from None
+    if labels is not None:
+        judge(report, labels, min_accuracy)
     report["sample_id"] = save_sample(store, opts, report)
     return report
 
@@ -296,10 +308,13 @@ def sample(
     store: Store | None = None,
     api_key: str | None = None,
     on_notice: Notice = quiet,
+    labels: Labels | None = None,
+    min_accuracy: float | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run a representative sample synchronously (kept in the store) and return its report: first-pass rate, each
     failure and why, projected retries and cost; `report["passed"]` says whether it clears `min_first_pass`."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
     with _opened(db, store) as st:
-        return _run_sample(st, opts, SampleSettings(size=size, seed=seed, min_first_pass=min_first_pass), api_key)
+        settings_ = SampleSettings(size=size, seed=seed, min_first_pass=min_first_pass)
+        return _run_sample(st, opts, settings_, api_key, labels, min_accuracy)

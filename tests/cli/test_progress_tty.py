@@ -1,4 +1,4 @@
-"""What a run shows while it works, seen as a user sees it: on a terminal (a pseudo terminal, its screen captured) a live
+"""What a run shows while it works, as a user sees it: on a terminal (a pseudo terminal, its screen captured) a live
 bar; piped, plain lines with no escape codes; with --json, one JSON event a line on stderr and the report on stdout."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from freight.server.testing import LocalServer
 
+SCHEMA = {"type": "object", "properties": {"vendor": {"type": "string"}}, "required": ["vendor"]}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -32,7 +33,7 @@ def _command(tmp_path: Path, server: LocalServer, *extra: str) -> tuple[list[str
     docs.mkdir(exist_ok=True)
     for i in range(12):
         (docs / f"inv-{i:02d}.txt").write_text(f"vendor: V{i}\ntotal: {i}.00")
-    (tmp_path / "schema.json").write_text('{"type": "object", "required": ["vendor"]}')
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
     cmd = [sys.executable, "-m", "freight", "run", str(docs), "--prompt-text", "Extract.\n{document}"]
     cmd += ["-s", str(tmp_path / "schema.json"), "-m", "scripted", "--no-sample", "--poll-interval", "0.05"]
     cmd += ["--db", str(tmp_path / "f.db"), "--base-url", server.base_url, "-o", str(tmp_path / "out"), *extra]

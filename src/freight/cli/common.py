@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 import typer
 
 from freight.domain import ExitCode, FreightError, UsageError
-from freight.runner.checks import check_store_url
+from freight.runner.accuracy import Labels, load_labels
+from freight.runner.checks import check_prompt, check_schema, check_store_url, read_text
 from freight.store import Store
 
 DbOption = typer.Option(None, "--db", envvar="FREIGHT_DB", help="Store: a SQLite path or a postgresql:// URL.")
@@ -60,13 +61,39 @@ def read_option_file(path: Path | None, flag: str) -> str | None:
 
 
 def read_schema(path: Path | None) -> dict[str, Any] | None:
-    text = read_option_file(path, "--schema")
-    if text is None:
+    """The --schema file, parsed and valid as a JSON Schema by its declared draft (exit 2 naming the line if not)."""
+    if path is None:
         return None
     try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{path}:{exc.lineno}: the schema is not valid JSON ({exc.msg})", ExitCode.USAGE)
-    if not isinstance(schema, dict):
-        fail(f"{path}: a JSON Schema must be an object", ExitCode.USAGE)
-    return schema
+        return check_schema(path)
+    except UsageError as exc:
+        fail_with(exc)
+
+
+def read_prompt(path: Path | None, text: str | None, flag: str = "--prompt") -> str | None:
+    """The prompt from a file (-p/--prompt) or inline (--prompt-text), checked for its {document} placeholder."""
+    if path is not None and text is not None:
+        fail(f"{flag} and --prompt-text both give a prompt: keep one", ExitCode.USAGE)
+    try:
+        if path is not None:
+            prompt = read_text(path, flag)
+            check_prompt(prompt, str(path))
+            return prompt
+        if text is not None:
+            check_prompt(text, "--prompt-text")
+            return text
+    except UsageError as exc:
+        fail_with(exc)
+    return None
+
+
+def read_labels(path: Path | None, min_accuracy: float | None) -> Labels | None:
+    """--expected, parsed (each mistake with its line); --min-accuracy needs it."""
+    if path is None:
+        if min_accuracy is not None:
+            fail("--min-accuracy needs --expected FILE (the labelled outputs to measure against)", ExitCode.USAGE)
+        return None
+    try:
+        return load_labels(str(path), read_text(path, "--expected"))
+    except UsageError as exc:
+        fail_with(exc)

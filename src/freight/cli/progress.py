@@ -40,11 +40,11 @@ class Figures:
     batches: dict[str, int]
     rate: float | None  # documents finished per second, over the run so far
     eta: float | None  # seconds, at that rate
-    cost_usd: float
+    cost_usd: float | None  # None: a model of the run has no price, so the cost is unknown (never $0)
     elapsed: float
 
     @classmethod
-    def of(cls, s: Snapshot) -> Figures:
+    def of(cls, s: Snapshot, priced: bool = True) -> Figures:
         done = s.items.get("succeeded", 0)
         failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
         pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
@@ -52,7 +52,12 @@ class Figures:
         rate = finished / s.elapsed if s.elapsed > 0 and finished else None
         eta = pending / rate if rate else None
         by_state = Counter(state for _, state, _ in s.batches)
-        return cls(done, failed, pending, done + failed + pending, dict(by_state), rate, eta, s.cost_usd, s.elapsed)
+        cost = s.cost_usd if priced else None
+        return cls(done, failed, pending, done + failed + pending, dict(by_state), rate, eta, cost, s.elapsed)
+
+    @property
+    def cost_text(self) -> str:
+        return "unknown" if self.cost_usd is None else f"${self.cost_usd:.4f}"
 
     def batches_text(self) -> str:
         if not self.batches:
@@ -69,7 +74,7 @@ class Figures:
             "batches": self.batches,
             "rate_per_s": None if self.rate is None else round(self.rate, 3),
             "eta_s": None if self.eta is None else round(self.eta, 1),
-            "cost_usd": round(self.cost_usd, 6),
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
             "elapsed_s": round(self.elapsed, 1),
         }
 
@@ -94,7 +99,7 @@ def rate_text(rate: float | None) -> str:
 def plain_line(f: Figures) -> str:
     return (
         f"[{duration(f.elapsed):>6}] done {f.done}  failed {f.failed}  pending {f.pending}  |  batches: "
-        f"{f.batches_text()}  |  {rate_text(f.rate)}, eta {duration(f.eta)}  |  cost ${f.cost_usd:.4f}"
+        f"{f.batches_text()}  |  {rate_text(f.rate)}, eta {duration(f.eta)}  |  cost {f.cost_text}"
     )
 
 
@@ -104,6 +109,7 @@ class Display:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self._shown_notes: set[str] = set()
+        self.priced: Callable[[], bool] = lambda: True  # the CLI asks the job (a query), never keeps it
 
     def __call__(self, snapshot: Snapshot) -> None:
         for message in snapshot.notes:
@@ -146,7 +152,7 @@ class PlainDisplay(Display):
         self._at = 0.0
 
     def update(self, snapshot: Snapshot) -> None:
-        f = Figures.of(snapshot)
+        f = Figures.of(snapshot, self.priced())
         key = (f.done, f.failed, f.pending, tuple(sorted(f.batches.items())))
         if key == self._last and self.clock() - self._at < self.quiet:
             return
@@ -163,7 +169,7 @@ class JsonDisplay(Display):
         self._last: dict[str, Any] | None = None
 
     def update(self, snapshot: Snapshot) -> None:
-        figures = Figures.of(snapshot).as_dict()
+        figures = Figures.of(snapshot, self.priced()).as_dict()
         moved = {k: v for k, v in figures.items() if k not in ("elapsed_s", "rate_per_s", "eta_s")}
         if moved == self._last:
             return
@@ -195,7 +201,7 @@ class LiveDisplay(Display):
 
     def update(self, snapshot: Snapshot) -> None:
         self._ensure()
-        self._live.update(render(snapshot), refresh=True)
+        self._live.update(render(snapshot, self.priced()), refresh=True)
 
     def note(self, message: str) -> None:
         if self._new_note(message):
@@ -208,9 +214,9 @@ class LiveDisplay(Display):
             self._started = False
 
 
-def render(snapshot: Snapshot) -> RenderableType:
+def render(snapshot: Snapshot, priced: bool = True) -> RenderableType:
     """The live view of one snapshot: a bar of finished documents, then the figures beneath it."""
-    f = Figures.of(snapshot)
+    f = Figures.of(snapshot, priced)
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
         Text(snapshot.job_id, style="bold"),
@@ -224,7 +230,7 @@ def render(snapshot: Snapshot) -> RenderableType:
     )  # fmt: skip
     timing = Text.assemble(
         ("rate ", "dim"), rate_text(f.rate), ("  eta ", "dim"), duration(f.eta),
-        ("  elapsed ", "dim"), duration(f.elapsed), ("  cost ", "dim"), f"${f.cost_usd:.4f}",
+        ("  elapsed ", "dim"), duration(f.elapsed), ("  cost ", "dim"), f.cost_text,
     )  # fmt: skip
     return Group(bar, figures, timing)
 

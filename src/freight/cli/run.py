@@ -7,64 +7,109 @@ A thin skin over `freight.api`: parse the flags, call the library, render what i
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from freight import api
-from freight.cli.common import DbOption, fail, open_store, print_json, read_option_file, read_schema
+from freight.cli.common import (
+    DbOption,
+    fail,
+    fail_with,
+    open_store,
+    print_json,
+    read_labels,
+    read_option_file,
+    read_prompt,
+    read_schema,
+)
+from freight.cli.progress import display_for
 from freight.cli.sample_view import render_sample
-from freight.domain import ExitCode, FreightError
+from freight.domain import ExitCode, FreightError, JobState, UsageError
+from freight.providers import provider_names
+from freight.runner.accuracy import Labels, render_accuracy, score
+from freight.runner.checks import check_store_url
+from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions
-from freight.runner.loop import Snapshot
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
 
-
-def _printer(json_mode: bool, priced: Callable[[], bool]) -> Callable[[Snapshot], None]:
-    last: list[Any] = [None, 0.0]
-
-    def show(s: Snapshot) -> None:
-        key = (tuple(sorted(s.items.items())), tuple(s.batches))
-        if json_mode or (key == last[0] and time.monotonic() - last[1] < 30):
-            return
-        last[0], last[1] = key, time.monotonic()
-        done = s.items.get("succeeded", 0)
-        failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
-        pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
-        states = ", ".join(f"{b[1]} {b[2]}" for b in s.batches[-3:]) or "none yet"
-        cost = f"${s.cost_usd:.4f}" if priced() else "unknown"
-        typer.echo(
-            f"[{s.elapsed:6.0f}s] done {done}  failed {failed}  pending {pending}  |  batches: "
-            f"{len(s.batches)} ({states})  |  cost {cost}",
-            err=True,
-        )
-
-    return show
+# From the registry, so a plugin's provider is listed too; `local` is the embedded model, not an adapter.
+PROVIDER_HELP = f"{' | '.join(provider_names())} | local (the embedded model)"
 
 
 def _notice(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _drive(job: api.Job, poll: float, as_json: bool) -> None:
+def _drive(job: api.Job, poll: float, as_json: bool, labels: Labels | None = None) -> None:
+    display = display_for(as_json)
+    display.priced = lambda: job.priced
     try:
-        report = job.run(on_progress=_printer(as_json, lambda: job.priced), poll_interval=poll)
+        with display:
+            report = job.run(on_progress=display, poll_interval=poll)
     except KeyboardInterrupt:
-        typer.echo(
-            f"\ndetached from {job.job_id}: submitted batches keep running. Resume with: freight resume {job.job_id}",
-            err=True,
-        )
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        _detached(job)
     except FreightError as exc:
         fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job.job_id}`", exc.exit_code)
+    accuracy = _accuracy(job, labels)
     if as_json:
-        print_json(report.data)
+        print_json({**report.data, "accuracy": accuracy} if accuracy else report.data)
     else:
         typer.echo(report.render())
+        if accuracy:
+            typer.echo(render_accuracy(accuracy))
         typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json")
+
+
+def _accuracy(job: api.Job, labels: Labels | None) -> dict[str, Any] | None:
+    """Succeeded means valid; against --expected, how many fields are also right."""
+    if labels is None:
+        return None
+    return score(((r["id"], r["output"]) for r in item_results(job.store, job.job_id)), labels)
+
+
+def _detached(job: api.Job) -> None:
+    """Ctrl-C: the job is saved; its state says it is not running any more, and the message says where its batches
+    are - at the provider they go on; on the embedded server they wait for the next run, since it stops with us."""
+    if job.state in (JobState.RUNNING, JobState.SAMPLING):
+        job.store.set_job_state(job.job_id, JobState.STOPPED)
+    job.store.log(job.job_id, "job.detached", reason="interrupted (Ctrl-C)")
+    if job.opts.engine:
+        where = "the embedded server stops with freight, so its batches wait (kept in $FREIGHT_HOME) until you resume"
+    else:
+        where = f"batches already submitted keep running at {job.opts.endpoint}; resuming collects their results"
+    typer.echo(
+        f"\ninterrupted: job {job.job_id} is saved and stopped; {where}. Resume with: freight resume {job.job_id}",
+        err=True,
+    )
+    raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _check_only(opts: RunOptions, db: str | None) -> None:
+    """`freight run --check`: everything `run` would refuse, found by reading alone; nothing is sent or stored."""
+    path = Path(opts.input)
+    documents = unreadable = 0
+    for doc in read_input(path, opts.id_field, opts.text_field):
+        documents += 1
+        if doc.error:
+            unreadable += 1
+            typer.echo(f"note: {doc.error}", err=True)
+        elif doc.note:
+            typer.echo(f"note: {doc.note}", err=True)
+    if db is not None:
+        note = check_store_url(db, explicit=True)
+        if note:
+            typer.echo(f"note: {note.replace('creating', 'a run would create')}", err=True)
+    lines = [
+        f"input: {documents:,} documents ({input_kind(path)}: {opts.input})"
+        + (f", {unreadable} of them unreadable (they would fail alone)" if unreadable else ""),
+        "prompt: has {document}" + (", schema: a valid JSON Schema" if opts.schema else ", no schema"),
+        f"provider: {opts.provider} at {opts.endpoint}, model {opts.model}, mode {opts.mode}",
+        f"store: {db or 'the default store'}",
+        "check passed: nothing was sent and no job was made",
+    ]
+    typer.echo("\n".join(lines))
 
 
 def run(
@@ -72,15 +117,21 @@ def run(
         ...,
         help="A folder of .txt/.md/.json files, a JSONL/CSV of documents, or a JSONL file of provider batch requests.",
     ),
-    prompt: Path | None = typer.Option(None, help="Prompt template; {document} is replaced by the document."),
-    system: Path | None = typer.Option(None, help="System prompt file."),
-    schema: Path | None = typer.Option(None, help="JSON Schema the output must satisfy (asks for JSON)."),
-    fallback_prompt: Path | None = typer.Option(None, help="Simpler prompt for documents that keep failing."),
-    provider: str = typer.Option(
-        "anthropic", help="anthropic | openai | gemini | azure | local (the embedded model) | a plugin's name"
+    prompt: Path | None = typer.Option(
+        None, "--prompt", "-p", help="Prompt template file; {document} is replaced by the document."
     ),
+    prompt_text: str | None = typer.Option(None, "--prompt-text", help="The prompt template given inline."),
+    system: Path | None = typer.Option(None, help="System prompt file."),
+    schema: Path | None = typer.Option(
+        None, "--schema", "-s", help="JSON Schema the output must satisfy (asks for JSON)."
+    ),
+    fallback_prompt: Path | None = typer.Option(None, help="Simpler prompt for documents that keep failing."),
+    provider: str = typer.Option("anthropic", help=PROVIDER_HELP),
     model: str | None = typer.Option(
-        None, help="Model name: required with a key or --base-url; on the embedded model, its own (smollm2-135m)."
+        None,
+        "--model",
+        "-m",
+        help="Model name: required with a key or --base-url; on the embedded model, its own (smollm2-135m).",
     ),
     base_url: str | None = typer.Option(None, help="Provider API base URL (e.g. a freight serve)."),
     max_tokens: int = typer.Option(1024, min=1),
@@ -89,7 +140,7 @@ def run(
     deadline: str | None = typer.Option(
         None, help="When the results are needed (ISO 8601); with --mode auto, one inside the batch window runs sync."
     ),
-    out: Path | None = typer.Option(None, help="Output folder (default freight-out/JOB)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default freight-out/JOB)."),
     engine: str = typer.Option("local", help="Engine of the embedded server, when the run is on it: local | scripted."),
     id_field: str | None = typer.Option(None, help="Id column of a JSONL/CSV input."),
     text_field: str | None = typer.Option(None, help="Text column of a JSONL/CSV input."),
@@ -116,39 +167,70 @@ def run(
     allow_unpriced: bool = typer.Option(
         False, "--allow-unpriced", help="Run a model with no price anyway; every cost then reads unknown."
     ),
+    # --- accuracy against labels ---
+    expected: Path | None = typer.Option(
+        None, help="JSONL of labelled outputs ({id, output}): report field accuracy, and gate the sample on it."
+    ),
+    min_accuracy: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
-    with open_store(db) as store:
+    if db is not None:  # a store freight cannot open is refused before anything else is read
         try:
-            opts = api.prepare(
-                input,
-                prompt=read_option_file(prompt, "--prompt") or "{document}",
-                system=read_option_file(system, "--system"),
-                schema=read_schema(schema),
-                fallback_prompt=read_option_file(fallback_prompt, "--fallback-prompt"),
-                provider=provider,
-                model=model,
-                base_url=base_url,
-                engine=engine,
-                max_tokens=max_tokens,
-                max_retries=max_retries,
-                mode=mode,
-                deadline=deadline,
-                out=out,
-                id_field=id_field,
-                text_field=text_field,
-                batch_size=batch_size,
-                prices=prices,
-                price_as=price_as,
-                allow_unpriced=allow_unpriced,
-                on_notice=_notice,
-            )
+            check_store_url(db, explicit=True)
+        except UsageError as exc:
+            fail_with(exc)
+    labels = read_labels(expected, min_accuracy)
+    try:
+        opts = api.prepare(
+            input,
+            prompt=read_prompt(prompt, prompt_text) or "{document}",
+            system=read_option_file(system, "--system"),
+            schema=read_schema(schema),
+            fallback_prompt=read_prompt(fallback_prompt, None, "--fallback-prompt"),
+            provider=provider,
+            model=model,
+            base_url=base_url,
+            engine=engine,
+            max_tokens=max_tokens,
+            max_retries=max_retries,
+            mode=mode,
+            deadline=deadline,
+            out=out,
+            id_field=id_field,
+            text_field=text_field,
+            batch_size=batch_size,
+            prices=prices,
+            price_as=price_as,
+            allow_unpriced=allow_unpriced,
+            on_notice=_notice,
+        )
+        if check:
+            _check_only(opts, db)
+            return
+    except FreightError as exc:
+        fail_with(exc)
+    with open_store(db, create=True) as store:
+        try:
             job = api.Job.open(opts, store=store, on_notice=_notice)
         except FreightError as exc:
-            fail(str(exc), exc.exit_code)
-        _notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({store.item_counts(job.job_id)})")
+            fail_with(exc)
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job.job_id).items()))
+        _notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
+        for event in store.events(job.job_id, kind="note"):
+            _notice(f"note: {event['data']['message']}")
         try:
-            passed = job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
+            passed = job.sample_gate(
+                enabled=sample,
+                size=sample_size,
+                min_first_pass=min_first_pass,
+                labels=labels,
+                min_accuracy=min_accuracy,
+            )
+        except KeyboardInterrupt:
+            _detached(job)
         except api.SampleGateFailed as exc:
             if as_json:
                 print_json({"job": job.job_id, "state": job.state.value, "sample": exc.report})
@@ -156,10 +238,10 @@ def run(
                 typer.echo(render_sample(exc.report))
             fail(str(exc), exc.exit_code)
         except FreightError as exc:
-            fail(str(exc), exc.exit_code)
+            fail_with(exc)
         if passed is not None:
             typer.echo(render_sample(passed), err=True)
-        _drive(job, poll_interval, as_json)
+        _drive(job, poll_interval, as_json, labels)
 
 
 def resume(
@@ -173,7 +255,9 @@ def resume(
         try:
             job = api.Job.find(job_id, store=store, on_notice=_notice)
         except FreightError as exc:
-            fail(str(exc), exc.exit_code)
+            fail_with(exc)
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))
+        _notice(f"resuming {job_id} on {job.opts.endpoint} ({counts})")
         _drive(job, poll_interval, as_json)
 
 
@@ -227,6 +311,13 @@ def results(
 def cancel(job_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Cancel a job: its batches are canceled at the provider, and unfinished documents end canceled."""
     with open_store(db) as store:
+        found = store.get_job(job_id)
+        if found is not None and found.state in (JobState.COMPLETED, JobState.CANCELED):
+            fail(
+                f"job {job_id} already {found.state.value}: there is nothing left to cancel. Its results: "
+                f"`freight results {job_id}`",
+                ExitCode.USAGE,
+            )
         try:
             report = api.Job.find(job_id, store=store, on_notice=_notice).cancel()
         except FreightError as exc:

@@ -157,3 +157,61 @@ def render_accuracy(acc: dict[str, Any]) -> str:
     if acc["unlabelled"]:
         lines.append(f"  not labelled (not counted): {len(acc['unlabelled'])} documents")
     return "\n".join(lines)
+
+
+# --- the sample gate, with labels ------------------------------------------------------------------------------------
+
+
+def judge(report: dict[str, Any], labels: Labels, min_accuracy: float | None) -> None:
+    """Add the sample's accuracy to its report, and fail the gate when it is below `min_accuracy`."""
+    acc = score(((r["doc_id"], r.get("output")) for r in report["results"]), labels)
+    report["accuracy"] = acc
+    report["min_accuracy"] = min_accuracy
+    if min_accuracy is not None and (acc["accuracy"] is None or acc["accuracy"] < min_accuracy):
+        report["passed"] = False
+
+
+def gate_message(report: dict[str, Any], opts: Any, job_id: str) -> str:
+    """Why the gate stopped the job, by its actual cause, and the command that checks the fix. A reply cut at
+    max_tokens is a limit to raise, not a prompt to fix; a refusal is the request's, not the prompt's."""
+    kinds = [f["kind"] for f in report["failures"]]
+    reasons: list[str] = []
+    if report["first_pass_rate"] < report["min_first_pass"]:
+        rate = f"the sample's first-pass rate {report['first_pass_rate']:.0%} is below --min-first-pass " + (
+            f"{report['min_first_pass']:.0%}"
+        )
+        truncated = kinds.count("truncated")
+        refused = sum(k in ("invalid_request", "auth", "not_found") for k in kinds)
+        if kinds and truncated == len(kinds):
+            reasons.append(
+                f"{rate}: every failure is a reply cut at --max-tokens {opts.max_tokens}, so raise it "
+                f"(e.g. --max-tokens {opts.max_tokens * 2}); the prompt is not the problem"
+            )
+        elif kinds and refused == len(kinds):
+            reasons.append(f"{rate}: the provider refused the requests (listed above): check --model and the request")
+        elif truncated:
+            reasons.append(
+                f"{rate}: {truncated} replies were cut at --max-tokens {opts.max_tokens} (raise it) and "
+                f"{len(kinds) - truncated} failed otherwise: fix the prompt for those (listed above)"
+            )
+        else:
+            reasons.append(f"{rate}: fix the prompt (the failures are listed above)")
+    acc = report.get("accuracy")
+    if acc and report.get("min_accuracy") is not None and (acc["accuracy"] or 0) < report["min_accuracy"]:
+        worst = sorted(acc["per_field"].items(), key=lambda kv: kv[1]["accuracy"])[:3]
+        fields = ", ".join(f"{n} {f['correct']}/{f['total']}" for n, f in worst)
+        reasons.append(
+            f"the sample's field accuracy {acc['accuracy'] or 0:.0%} is below --min-accuracy "
+            f"{report['min_accuracy']:.0%} (least right: {fields})"
+        )
+    check = f"freight sample {opts.input} -p PROMPT_FILE"
+    if opts.schema is not None:
+        check += " -s SCHEMA_FILE"
+    check += f" -m {opts.model} --max-tokens {opts.max_tokens}"
+    if acc:
+        check += f" --expected {acc['expected']}"
+    overrides = "--min-first-pass" + (", --min-accuracy" if acc else "") + " or --no-sample overrides the gate"
+    return (
+        f"{'; '.join(reasons)}. Nothing was submitted and job {job_id} is stopped. Check the fix with "
+        f"`{check}`, then run again; {overrides}"
+    )

@@ -1,9 +1,9 @@
 """Pre-flight checks: every mistake that can be seen before the first request is refused here, for free.
 
-A schema that is not a JSON Schema, a prompt without `{document}`, a provider without a model, a store URL freight
-cannot open: each of these, found late, costs a request per document (or a silent, wrong run). Each check either
-returns what it read (the schema, the prompt) or raises `UsageError` naming the file, line or flag and what to do.
-They read files but send nothing and write nothing, so `freight run --check` is exactly these checks.
+A schema that is not a JSON Schema, a prompt without `{document}`, a store URL freight cannot open: each of these,
+found late, costs a request per document (or a silent, wrong run). Each check either returns what it read or raises
+`UsageError` naming the file, line or flag and what to do. They read files but send nothing and write nothing, so
+`freight run --check` is these checks plus `freight.api.prepare` (provider, model, prices) and a read of the input.
 """
 
 from __future__ import annotations
@@ -104,18 +104,6 @@ def check_prompt(prompt: str, source: str) -> None:
     raise UsageError(
         f"{where}: the prompt has no {PLACEHOLDER} placeholder, so freight cannot tell where the document goes.{hint} "
         f"Put {PLACEHOLDER} where the document belongs (it is the only placeholder; other braces are sent as written)"
-    )
-
-
-def check_model(provider: str, model: str | None, *, embedded: bool, key_env: str | None) -> None:
-    """Against a real provider (a key in the environment or a --base-url) a model must be named: the embedded
-    model's name would be sent and refused, or worse, wait."""
-    if model or embedded:
-        return
-    why = f"{key_env} is set" if key_env else "--base-url is given"
-    raise UsageError(
-        f"--model is required with --provider {provider} ({why}, so the request goes to that provider): "
-        f"name one with -m/--model, e.g. -m <model>; unset {key_env or 'the key'} to use the embedded local model"
     )
 
 
