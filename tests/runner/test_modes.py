@@ -209,7 +209,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
         ],
         env={"ANTHROPIC_API_KEY": "k"},
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage mistake, found before anything was sent
     assert f"{bad}:2: document id 'a' already appears on line 1" in result.output
     assert "Traceback" not in result.output
 

@@ -11,9 +11,13 @@ from typing import Any, NoReturn
 import typer
 
 from freight.domain import ExitCode, FreightError, UsageError
+from freight.providers import provider_names
 from freight.runner.accuracy import Labels, load_labels
 from freight.runner.checks import check_prompt, check_schema, check_store_url, read_text
 from freight.store import Store
+
+# From the registry, so a plugin's provider is listed too; `local` is the embedded model, not an adapter.
+PROVIDER_HELP = f"{' | '.join(provider_names())} | local (the embedded model)"
 
 DbOption = typer.Option(None, "--db", envvar="FREIGHT_DB", help="Store: a SQLite path or a postgresql:// URL.")
 

@@ -14,6 +14,7 @@ import typer
 
 from freight import api
 from freight.cli.common import (
+    PROVIDER_HELP,
     DbOption,
     fail,
     fail_with,
@@ -27,15 +28,11 @@ from freight.cli.common import (
 from freight.cli.progress import display_for
 from freight.cli.sample_view import render_sample
 from freight.domain import ExitCode, FreightError, JobState, UsageError
-from freight.providers import provider_names
 from freight.runner.accuracy import Labels, render_accuracy, score
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
-
-# From the registry, so a plugin's provider is listed too; `local` is the embedded model, not an adapter.
-PROVIDER_HELP = f"{' | '.join(provider_names())} | local (the embedded model)"
 
 
 def _notice(message: str) -> None:
@@ -80,7 +77,8 @@ def _detached(job: api.Job) -> None:
     else:
         where = f"batches already submitted keep running at {job.opts.endpoint}; resuming collects their results"
     typer.echo(
-        f"\ninterrupted: job {job.job_id} is saved and stopped; {where}. Resume with: freight resume {job.job_id}",
+        f"\ninterrupted: detached from {job.job_id}, which is saved and stopped; {where}. "
+        f"Resume with: freight resume {job.job_id}",
         err=True,
     )
     raise typer.Exit(ExitCode.INTERRUPTED)

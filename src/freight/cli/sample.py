@@ -11,9 +11,21 @@ from pathlib import Path
 import typer
 
 from freight import api
-from freight.cli.common import DbOption, fail, open_store, print_json, read_option_file, read_schema
+from freight.cli.common import (
+    PROVIDER_HELP,
+    DbOption,
+    fail,
+    fail_with,
+    open_store,
+    print_json,
+    read_labels,
+    read_option_file,
+    read_prompt,
+    read_schema,
+)
 from freight.cli.sample_view import render_compare, render_sample
 from freight.domain import ExitCode, FreightError
+from freight.runner.accuracy import Labels, score
 from freight.runner.job import RunOptions
 from freight.runner.sample import DEFAULT_MIN_FIRST_PASS, DEFAULT_SIZE, load_samples
 from freight.store import Store
@@ -21,9 +33,14 @@ from freight.store import Store
 
 def sample(
     input: Path = typer.Argument(..., help="The input `freight run` would take."),
-    prompt: Path | None = typer.Option(None, help="Prompt template; {document} is replaced by the document."),
+    prompt: Path | None = typer.Option(
+        None, "--prompt", "-p", help="Prompt template file; {document} is replaced by the document."
+    ),
+    prompt_text: str | None = typer.Option(None, "--prompt-text", help="The prompt template given inline."),
     system: Path | None = typer.Option(None, help="System prompt file."),
-    schema: Path | None = typer.Option(None, help="JSON Schema the output must satisfy (asks for JSON)."),
+    schema: Path | None = typer.Option(
+        None, "--schema", "-s", help="JSON Schema the output must satisfy (asks for JSON)."
+    ),
     size: int = typer.Option(DEFAULT_SIZE, min=1, help="Documents in the sample."),
     seed: int = typer.Option(0, help="The same seed picks the same documents."),
     min_first_pass: float = typer.Option(
@@ -32,11 +49,12 @@ def sample(
     compare: bool = typer.Option(False, "--compare", help="Show earlier sample runs of INPUT side by side."),
     runs: str | None = typer.Option(None, help="With --compare: sample ids to show, e.g. 3,5 (default: the last 2)."),
     last: int = typer.Option(2, min=1, help="With --compare and no --runs: how many recent runs."),
-    provider: str = typer.Option(
-        "anthropic", help="anthropic | openai | gemini | azure | local (the embedded model) | a plugin's name"
-    ),
+    provider: str = typer.Option("anthropic", help=PROVIDER_HELP),
     model: str | None = typer.Option(
-        None, help="Model name: required with a key or --base-url; on the embedded model, its own (smollm2-135m)."
+        None,
+        "--model",
+        "-m",
+        help="Model name: required with a key or --base-url; on the embedded model, its own (smollm2-135m).",
     ),
     base_url: str | None = typer.Option(None, help="Provider API base URL (e.g. a freight serve)."),
     max_tokens: int = typer.Option(1024, min=1),
@@ -49,17 +67,27 @@ def sample(
     prices: Path | None = typer.Option(None, help="A price table (the shape of freight/plan/prices.yaml) over ours."),
     price_as: str | None = typer.Option(None, help="Price models the table does not list as this listed model."),
     allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help="Sample a model with no price anyway."),
+    expected: Path | None = typer.Option(
+        None, help="JSONL of labelled outputs ({id, output}): field accuracy per field, document and prompt version."
+    ),
+    min_accuracy: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="With --expected: the gate also needs this field accuracy (exit 1 below it)."
+    ),
 ) -> None:
     """Run a representative sample synchronously and say whether the prompt is ready for the whole input."""
     if mode not in ("batch", "sync"):
         fail(f"--mode {mode!r}: use batch or sync (the mode of the full run, which prices its retries)", ExitCode.USAGE)
-    with open_store(db) as store:
-        if compare:
+    labels = read_labels(expected, min_accuracy)
+    if compare:
+        with open_store(db) as store:
             # Earlier runs are found by their input alone: nothing is sent, so no provider is resolved.
-            _compare(store, RunOptions(input=str(input.resolve()), provider=provider, model=""), runs, last, as_json)
-            return
-        if prompt is None:
-            fail("--prompt FILE is required (or --compare to show earlier sample runs)", ExitCode.USAGE)
+            opts = RunOptions(input=str(input.resolve()), provider=provider, model="")
+            _compare(store, opts, runs, last, as_json, labels)
+        return
+    if prompt is None and prompt_text is None:
+        fail("-p/--prompt FILE or --prompt-text is required (or --compare to show earlier sample runs)", ExitCode.USAGE)
+    template = read_prompt(prompt, prompt_text)
+    with open_store(db, create=True) as store:
         try:
             report = api.sample(
                 input,
@@ -68,7 +96,9 @@ def sample(
                 min_first_pass=min_first_pass,
                 store=store,
                 on_notice=lambda message: typer.echo(message, err=True),
-                prompt=read_option_file(prompt, "--prompt") or "{document}",
+                labels=labels,
+                min_accuracy=min_accuracy,
+                prompt=template or "{document}",
                 system=read_option_file(system, "--system"),
                 schema=read_schema(schema),
                 provider=provider,
@@ -84,7 +114,7 @@ def sample(
                 allow_unpriced=allow_unpriced,
             )
         except FreightError as exc:
-            fail(str(exc), exc.exit_code)
+            fail_with(exc)
     if as_json:
         print_json(report)
     else:
@@ -93,17 +123,32 @@ def sample(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _compare(store: Store, opts: RunOptions, runs: str | None, last: int, as_json: bool) -> None:
+def _compare(
+    store: Store, opts: RunOptions, runs: str | None, last: int, as_json: bool, labels: Labels | None = None
+) -> None:
     try:
         ids = [int(x) for x in runs.split(",") if x.strip()] if runs else None
     except ValueError:
-        fail(f"--runs {runs!r}: give sample ids separated by commas, e.g. 3,5")
+        fail(f"--runs {runs!r}: give sample ids separated by commas, e.g. 3,5", ExitCode.USAGE)
     found = load_samples(store, opts, ids=ids, last=last)
-    if not found:
-        fail(f"no sample runs of {opts.input} in this store: run `freight sample {opts.input} --prompt FILE` first")
     if ids and len(found) < len(ids):
         missing = sorted(set(ids) - {r["sample_id"] for r in found})
-        fail(f"sample(s) {', '.join(map(str, missing))} are not runs of {opts.input}")
+        known = [str(r["sample_id"]) for r in load_samples(store, opts, last=1_000_000)]
+        fail(
+            f"--runs: no sample run {', '.join(f'#{m}' for m in missing)} of {opts.input} in this store; its runs "
+            f"are {', '.join(f'#{k}' for k in known) or 'none yet'} (`freight sample {opts.input} --compare` shows "
+            "the last two)",
+            ExitCode.USAGE,
+        )
+    if not found:
+        fail(
+            f"no sample runs of {opts.input} in this store: run `freight sample {opts.input} -p FILE` first",
+            ExitCode.USAGE,
+        )
+    if labels is not None:
+        # Scored now, from the outputs each run kept: the same labels judge every prompt version alike.
+        for r in found:
+            r["accuracy"] = score(((x["doc_id"], x.get("output")) for x in r["results"]), labels)
     if as_json:
         print_json(found)
         return

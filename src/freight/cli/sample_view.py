@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from freight.runner.accuracy import render_accuracy
 from freight.runner.report import money
 
 # --- one run ------------------------------------------------------------------------------------------------------
@@ -44,6 +45,10 @@ def render_sample(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"full run cost: unknown - {c['note']}")
+    if report.get("accuracy"):
+        lines.append(render_accuracy(report["accuracy"]))
+        if report.get("min_accuracy") is not None:
+            lines.append(f"the gate also needs a field accuracy of {report['min_accuracy']:.0%} (--min-accuracy)")
     t = report["tokens"]
     spent = report.get("spend", {}).get("cost_usd")
     lines.append(
@@ -87,6 +92,14 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
         ["tokens out", *(f"{r['tokens']['output_tokens']:,}" for r in runs)],
         ["gate", *("pass" if r["passed"] else "stop" for r in runs)],
     ]
+    # With --expected: "succeeded" is not "right" - the field accuracy of each prompt version, overall and by field.
+    scored = [r.get("accuracy") for r in runs]
+    if any(scored):
+        rows.append(["accuracy", *(_acc(a) for a in scored)])
+        fields = sorted({f for a in scored if a for f in a["per_field"]})
+        for f in fields:
+            rows.append([f"  {f}", *(_acc(a["per_field"].get(f)) if a else "-" for a in scored)])
+    per_doc = [{d["doc_id"]: d for d in a["documents"]} if a else {} for a in scored]
     order: list[str] = []
     by_run: list[dict[str, dict[str, Any]]] = []
     for r in runs:
@@ -94,9 +107,12 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
         order += [x["doc_id"] for x in r["results"] if x["doc_id"] not in order]
     for doc_id in order:
         cells = []
-        for results in by_run:
+        for results, docs in zip(by_run, per_doc, strict=True):
             x = results.get(doc_id)
-            cells.append("-" if x is None else "ok" if x["ok"] else f"FAIL {x['failure']['kind']}")
+            cell = "-" if x is None else "ok" if x["ok"] else f"FAIL {x['failure']['kind']}"
+            if x is not None and doc_id in docs:
+                cell += f" {docs[doc_id]['correct']}/{docs[doc_id]['fields']}"
+            cells.append(cell)
         rows.append([doc_id, *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -106,3 +122,12 @@ def render_compare(runs: list[dict[str, Any]]) -> str:
         if r["failures"]:
             lines.append(f"#{r['sample_id']} {r['prompt_version']} " + "\n".join(_failures(r["failures"])))
     return "\n".join(lines)
+
+
+def _acc(a: dict[str, Any] | None) -> str:
+    """A score as the grid shows it: the share and the count behind it."""
+    if not a or a.get("accuracy") is None:
+        return "-"
+    correct = a["correct"]
+    total = a.get("fields", a.get("total"))
+    return f"{a['accuracy']:.0%} ({correct}/{total})"

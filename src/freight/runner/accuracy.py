@@ -212,6 +212,6 @@ def gate_message(report: dict[str, Any], opts: Any, job_id: str) -> str:
         check += f" --expected {acc['expected']}"
     overrides = "--min-first-pass" + (", --min-accuracy" if acc else "") + " or --no-sample overrides the gate"
     return (
-        f"{'; '.join(reasons)}. Nothing was submitted and job {job_id} is stopped. Check the fix with "
+        f"{'; '.join(reasons)}; nothing was submitted and job {job_id} is stopped. Check the fix with "
         f"`{check}`, then run again; {overrides}"
     )
