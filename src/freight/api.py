@@ -274,7 +274,8 @@ def run(
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
     with _opened(db, store) as st:
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice)
-        on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({st.item_counts(job.job_id)})")
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
+        on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
         return job.run(on_progress=on_progress, poll_interval=poll_interval)
 

@@ -21,6 +21,7 @@ from typing import Any
 from freight.domain import FreightError, UsageError
 from freight.plan.pricing import Pricer, PricingError, UnknownModel, unpriced_message
 from freight.providers import Provider, get_provider, key_env, provider_names
+from freight.runner.checks import check_prompt, validate_schema
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, decide_mode
 from freight.store import freight_home
@@ -68,6 +69,12 @@ def prepare(
     model the input will use, and `mode="auto"` routed. Raises `UsageError` (exit 2) for what the user must change."""
     if mode not in ("batch", "sync", "auto"):
         raise UsageError(f"--mode {mode!r}: use batch, sync or auto")
+    # The CLI checks the files first (to name their lines); a notebook's strings are checked here, the same way.
+    check_prompt(prompt, "prompt")
+    if fallback_prompt is not None:
+        check_prompt(fallback_prompt, "fallback_prompt")
+    if schema is not None:
+        validate_schema(schema, "schema", "schema")
     names = provider_names()
     if provider != EMBEDDED and provider not in names:
         raise FreightError(f"unknown provider {provider!r}; known providers: {', '.join([*names, EMBEDDED])}")

@@ -12,11 +12,12 @@ Everything the display knows besides the snapshot (notes already shown, when it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -243,3 +244,15 @@ def display_for(as_json: bool, stream: IO[str] | None = None) -> Display:
     if out.isatty():
         return LiveDisplay(out)
     return PlainDisplay(out)
+
+
+@contextlib.contextmanager
+def working(message: str, stream: IO[str] | None = None) -> Iterator[None]:
+    """A spinner with `message` while a step with no snapshot runs (the synchronous sample), on a terminal only;
+    piped, the line saying what started is enough."""
+    out = stream or sys.stderr
+    if not out.isatty():
+        yield
+        return
+    with Console(file=out).status(message):
+        yield

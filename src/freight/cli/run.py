@@ -25,7 +25,7 @@ from freight.cli.common import (
     read_prompt,
     read_schema,
 )
-from freight.cli.progress import display_for
+from freight.cli.progress import display_for, working
 from freight.cli.sample_view import render_sample
 from freight.domain import ExitCode, FreightError, JobState, UsageError
 from freight.runner.accuracy import Labels, render_accuracy, score
@@ -220,13 +220,14 @@ def run(
         for event in store.events(job.job_id, kind="note"):
             _notice(f"note: {event['data']['message']}")
         try:
-            passed = job.sample_gate(
-                enabled=sample,
-                size=sample_size,
-                min_first_pass=min_first_pass,
-                labels=labels,
-                min_accuracy=min_accuracy,
-            )
+            with working(f"sampling {sample_size} documents synchronously before submitting anything"):
+                passed = job.sample_gate(
+                    enabled=sample,
+                    size=sample_size,
+                    min_first_pass=min_first_pass,
+                    labels=labels,
+                    min_accuracy=min_accuracy,
+                )
         except KeyboardInterrupt:
             _detached(job)
         except api.SampleGateFailed as exc:

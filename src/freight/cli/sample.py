@@ -23,6 +23,7 @@ from freight.cli.common import (
     read_prompt,
     read_schema,
 )
+from freight.cli.progress import working
 from freight.cli.sample_view import render_compare, render_sample
 from freight.domain import ExitCode, FreightError
 from freight.runner.accuracy import Labels, score
@@ -87,32 +88,34 @@ def sample(
     if prompt is None and prompt_text is None:
         fail("-p/--prompt FILE or --prompt-text is required (or --compare to show earlier sample runs)", ExitCode.USAGE)
     template = read_prompt(prompt, prompt_text)
+    system_text, schema_obj = read_option_file(system, "--system"), read_schema(schema)
     with open_store(db, create=True) as store:
         try:
-            report = api.sample(
-                input,
-                size=size,
-                seed=seed,
-                min_first_pass=min_first_pass,
-                store=store,
-                on_notice=lambda message: typer.echo(message, err=True),
-                labels=labels,
-                min_accuracy=min_accuracy,
-                prompt=template or "{document}",
-                system=read_option_file(system, "--system"),
-                schema=read_schema(schema),
-                provider=provider,
-                model=model,
-                base_url=base_url,
-                engine=engine,
-                max_tokens=max_tokens,
-                mode=mode,
-                id_field=id_field,
-                text_field=text_field,
-                prices=prices,
-                price_as=price_as,
-                allow_unpriced=allow_unpriced,
-            )
+            with working(f"sampling {size} documents synchronously"):
+                report = api.sample(
+                    input,
+                    size=size,
+                    seed=seed,
+                    min_first_pass=min_first_pass,
+                    store=store,
+                    on_notice=lambda message: typer.echo(message, err=True),
+                    labels=labels,
+                    min_accuracy=min_accuracy,
+                    prompt=template or "{document}",
+                    system=system_text,
+                    schema=schema_obj,
+                    provider=provider,
+                    model=model,
+                    base_url=base_url,
+                    engine=engine,
+                    max_tokens=max_tokens,
+                    mode=mode,
+                    id_field=id_field,
+                    text_field=text_field,
+                    prices=prices,
+                    price_as=price_as,
+                    allow_unpriced=allow_unpriced,
+                )
         except FreightError as exc:
             fail_with(exc)
     if as_json:
