@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from freight.cli.common import DbOption, open_store, print_json
+from freight.runner.job import RunOptions
 
 
 def jobs(
@@ -17,17 +18,27 @@ def jobs(
     with open_store(db) as store:
         rows = [(job, store.item_counts(job.job_id)) for job in store.list_jobs()]
     if as_json:
-        print_json([{**job.model_dump(mode="json"), "items": counts} for job, counts in rows])
+        print_json(
+            [
+                {
+                    **job.model_dump(mode="json"),
+                    "endpoint": RunOptions.from_config(job.config).endpoint,
+                    "items": counts,
+                }
+                for job, counts in rows
+            ]
+        )
         return
     if not rows:
         typer.echo("no jobs yet: `freight run` starts one")
         return
-    table = Table("job", "state", "provider", "model", "items", "succeeded", "failed", "created")
+    table = Table("job", "state", "provider", "endpoint", "model", "items", "succeeded", "failed", "created")
     for job, counts in rows:
         table.add_row(
             job.job_id,
             job.state.value,
             job.provider,
+            RunOptions.from_config(job.config).endpoint,  # where it ran: another endpoint is another job
             job.model,
             str(sum(counts.values())),
             str(counts.get("succeeded", 0)),
