@@ -46,6 +46,7 @@ __all__ = [
     "Report",
     "RunOptions",
     "SampleGateFailed",
+    "Snapshot",
     "cancel",
     "connect",
     "prepare",
