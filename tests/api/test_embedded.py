@@ -9,7 +9,7 @@ from pathlib import Path
 
 from freight.server.testing import LocalServer
 
-from .conftest import batch_records, freight, write_docs
+from .conftest import batch_records, freight, write_docs, write_schema
 
 
 def test_a_paid_model_name_on_the_embedded_model_is_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -61,3 +61,28 @@ def test_with_a_key_a_model_must_be_named(tmp_path: Path, server: LocalServer) -
     )  # fmt: skip
     assert code == 2 and "name a --model for openai" in err
     assert server.records() == [] and batch_records(server) == []
+
+
+def test_resume_goes_back_to_the_embedded_engine_the_job_ran_on(tmp_path: Path) -> None:
+    """The embedded server's port changes every run: the job is found again, and resumed, by its engine."""
+    docs = write_docs(tmp_path, 55)  # over 50 documents: sampled first
+    write_schema(docs.parent)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Extract. [[fault:malformed_json:always#bad]]\n\n{document}")
+    db = str(tmp_path / "f.db")
+    env: dict[str, str | None] = {"FREIGHT_HOME": str(tmp_path / "home")}
+    code, _, err = freight(
+        "run", str(docs), "--prompt", str(bad), "--schema", str(docs.parent / "schema.json"), "--engine", "scripted",
+        "--sample-size", "3", "--max-retries", "0", "--db", db, env=env,
+    )  # fmt: skip
+    assert code == 1 and "is stopped" in err, err
+    (job,) = json.loads(freight("jobs", "--db", db, "--json")[1])
+    assert job["state"] == "stopped" and job["endpoint"] == "embedded:scripted"
+
+    # No --engine on resume: the scripted engine is the job's own (the default engine, llama.cpp, is not started).
+    code, out, err = freight("resume", job["job_id"], "--db", db, "--poll-interval", "0.05", "--json", env=env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["job"] == job["job_id"] and report["endpoint"] == "embedded:scripted"
+    assert report["documents"] == 55 and report["failed"] == 55  # the prompt is still bad; every document answered
+    assert not (tmp_path / "home" / "serve-local.db").exists()
