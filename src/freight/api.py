@@ -47,6 +47,7 @@ __all__ = [
     "Report",
     "RunOptions",
     "SampleGateFailed",
+    "Snapshot",
     "cancel",
     "connect",
     "prepare",

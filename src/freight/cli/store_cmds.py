@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from freight.cli.common import DbOption, open_store, print_json
+from freight.runner.job import RunOptions
 
 
 def listing_console() -> Console:
@@ -78,7 +79,16 @@ def jobs(
     with open_store(db) as store:
         rows = [(job, store.item_counts(job.job_id)) for job in store.list_jobs()]
     if as_json:
-        print_json([{**job.model_dump(mode="json"), "items": counts} for job, counts in rows])
+        print_json(
+            [
+                {
+                    **job.model_dump(mode="json"),
+                    "endpoint": RunOptions.from_config(job.config).endpoint,
+                    "items": counts,
+                }
+                for job, counts in rows
+            ]
+        )
         return
     if not rows:
         typer.echo("no jobs yet: `freight run` starts one")
@@ -91,6 +101,8 @@ def jobs(
             Column("succeeded", [str(c.get("succeeded", 0)) for _, c in rows], right=True),
             Column("failed", [str(c.get("failed", 0)) for _, c in rows], right=True),
             Column("provider", [job.provider for job, _ in rows]),
+            # where it ran: the same command against another endpoint is another job
+            Column("endpoint", [RunOptions.from_config(job.config).endpoint for job, _ in rows]),
             Column("model", [job.model for job, _ in rows]),
             Column("created", [job.created_at.strftime("%Y-%m-%d %H:%M") if job.created_at else "" for job, _ in rows]),
             Column("name", [job.name for job, _ in rows]),

@@ -1,0 +1,88 @@
+"""Case 2 of issue 13: the embedded local model runs a job only when it is the embedded model - the no-key default
+says so, `--provider local` asks for it, and a provider's model name on it is refused (exit 2) before anything runs.
+With a key, a model must be named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from freight.server.testing import LocalServer
+
+from .conftest import batch_records, freight, write_docs, write_schema
+
+
+def test_a_paid_model_name_on_the_embedded_model_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    docs = write_docs(tmp_path, 3)
+    home = tmp_path / "home"
+    db = str(tmp_path / "f.db")
+    code, out, err = freight(
+        "run", str(docs), "--model", "claude-haiku-4-5", "--db", db, env={"FREIGHT_HOME": str(home)}
+    )
+    assert code == 2, err
+    assert "--model claude-haiku-4-5: that is not the embedded local model (smollm2-135m)" in err
+    assert "ANTHROPIC_API_KEY is not set: nothing was sent" in err and "drop --model" in err
+    assert "Traceback" not in err and "started" not in err
+    assert not (home / "serve-local.db").exists()  # the embedded server was never started
+    assert json.loads(freight("jobs", "--db", db, "--json")[1]) == []  # and no job was made
+
+    # Explicitly on the embedded model, a provider's name is refused the same way, key or no key.
+    code, _, err = freight(
+        "run", str(docs), "--provider", "local", "--model", "gpt-4o-mini", "--db", db,
+        env={"FREIGHT_HOME": str(home), "ANTHROPIC_API_KEY": "sk-real"},
+    )  # fmt: skip
+    assert code == 2 and "--provider local was given: nothing was sent" in err
+    # Sampling would spend on it too: refused alike.
+    code, _, err = freight("sample", str(docs), "--prompt", str(docs / "inv-00.txt"), "--model", "claude-haiku-4-5",
+                           "--db", db, env={"FREIGHT_HOME": str(home)})  # fmt: skip
+    assert code == 2 and "not the embedded local model" in err
+
+
+def test_provider_local_runs_on_the_embedded_model_even_with_a_key(tmp_path: Path) -> None:
+    docs = write_docs(tmp_path, 2)
+    code, out, err = freight(
+        "run", str(docs), "--provider", "local", "--engine", "scripted", "--db", str(tmp_path / "f.db"),
+        "--poll-interval", "0.05", "--json",
+        env={"FREIGHT_HOME": str(tmp_path / "home"), "ANTHROPIC_API_KEY": "sk-must-not-be-used"},
+    )  # fmt: skip
+    assert code == 0, err
+    assert err.splitlines()[0] == "--provider local: running on the embedded local model scripted"
+    report = json.loads(out)
+    assert report["succeeded"] == 2 and report["endpoint"] == "embedded:scripted" and report["cost_usd"] == 0
+
+
+def test_with_a_key_a_model_must_be_named(tmp_path: Path, server: LocalServer) -> None:
+    docs = write_docs(tmp_path, 2)
+    code, _, err = freight("run", str(docs), "--db", str(tmp_path / "f.db"), env={"ANTHROPIC_API_KEY": server.api_key})
+    assert code == 2 and "name a --model for anthropic (e.g. --model claude-" in err
+    code, _, err = freight(
+        "run", str(docs), "--provider", "openai", "--base-url", server.openai_base_url, "--db", str(tmp_path / "f.db"),
+        env={"OPENAI_API_KEY": server.api_key},
+    )  # fmt: skip
+    assert code == 2 and "name a --model for openai" in err
+    assert server.records() == [] and batch_records(server) == []
+
+
+def test_resume_goes_back_to_the_embedded_engine_the_job_ran_on(tmp_path: Path) -> None:
+    """The embedded server's port changes every run: the job is found again, and resumed, by its engine."""
+    docs = write_docs(tmp_path, 55)  # over 50 documents: sampled first
+    write_schema(docs.parent)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Extract. [[fault:malformed_json:always#bad]]\n\n{document}")
+    db = str(tmp_path / "f.db")
+    env: dict[str, str | None] = {"FREIGHT_HOME": str(tmp_path / "home")}
+    code, _, err = freight(
+        "run", str(docs), "--prompt", str(bad), "--schema", str(docs.parent / "schema.json"), "--engine", "scripted",
+        "--sample-size", "3", "--max-retries", "0", "--db", db, env=env,
+    )  # fmt: skip
+    assert code == 1 and "is stopped" in err, err
+    (job,) = json.loads(freight("jobs", "--db", db, "--json")[1])
+    assert job["state"] == "stopped" and job["endpoint"] == "embedded:scripted"
+
+    # No --engine on resume: the scripted engine is the job's own (the default engine, llama.cpp, is not started).
+    code, out, err = freight("resume", job["job_id"], "--db", db, "--poll-interval", "0.05", "--json", env=env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["job"] == job["job_id"] and report["endpoint"] == "embedded:scripted"
+    assert report["documents"] == 55 and report["failed"] == 55  # the prompt is still bad; every document answered
+    assert not (tmp_path / "home" / "serve-local.db").exists()
