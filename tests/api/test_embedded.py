@@ -33,7 +33,8 @@ def test_a_paid_model_name_on_the_embedded_model_is_refused_before_anything_runs
     )  # fmt: skip
     assert code == 2 and "--provider local was given: nothing was sent" in err
     # Sampling would spend on it too: refused alike.
-    code, _, err = freight("sample", str(docs), "--prompt", str(docs / "inv-00.txt"), "--model", "claude-haiku-4-5",
+    (tmp_path / "prompt.txt").write_text("Extract.\n{document}")  # a prompt without {document} is refused first
+    code, _, err = freight("sample", str(docs), "--prompt", str(tmp_path / "prompt.txt"), "--model", "claude-haiku-4-5",
                            "--db", db, env={"FREIGHT_HOME": str(home)})  # fmt: skip
     assert code == 2 and "not the embedded local model" in err
 

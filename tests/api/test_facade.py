@@ -40,7 +40,7 @@ def test_run_from_python_returns_the_report_and_running_again_resumes(
     assert report.cost_usd is not None and report.cost_usd > 0
     assert (tmp_path / "out" / "results.jsonl").read_text().count("\n") == 5
     assert "5 documents, 5 succeeded, 0 failed" in report.render()
-    assert notes[0] == f"started {report.job_id} ({{'pending': 5}})"
+    assert notes[0] == f"started {report.job_id} (5 pending)"  # counts as words, not a Python dict
     assert snapshots and snapshots[-1].items == {"succeeded": 5} and snapshots[-1].job_id == report.job_id
     assert capsys.readouterr() == ("", "")  # the library prints nothing
     with Store(db_url) as store:
@@ -49,7 +49,7 @@ def test_run_from_python_returns_the_report_and_running_again_resumes(
 
     notes.clear()
     again = freight.run(docs, on_notice=notes.append, **settings)
-    assert again.job_id == report.job_id and notes == [f"resuming {report.job_id} ({{'succeeded': 5}})"]
+    assert again.job_id == report.job_id and notes == [f"resuming {report.job_id} (5 succeeded)"]
     assert len(batch_records(server)) == 5  # nothing sent twice
 
     with pytest.raises(freight.FreightError, match="nothing to resume") as done:

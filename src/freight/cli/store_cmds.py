@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -76,8 +77,14 @@ def jobs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the jobs in the store, newest first, with their item counts."""
-    with open_store(db) as store:
-        rows = [(job, store.item_counts(job.job_id)) for job in store.list_jobs()]
+    if db is not None and "://" not in db and not Path(db).expanduser().exists():
+        # No store there: it has no jobs, which is the answer - but say so, since a mistyped path looks the same,
+        # and create nothing (a listing must not leave an empty store behind).
+        typer.echo(f"note: no store at {db}: nothing has run with this --db yet (check the path)", err=True)
+        rows = []
+    else:
+        with open_store(db) as store:
+            rows = [(job, store.item_counts(job.job_id)) for job in store.list_jobs()]
     if as_json:
         print_json(
             [
