@@ -34,7 +34,7 @@ def test_the_readme_library_example_runs(tmp_path: Path, server: LocalServer) ->
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("started job_") and "{'pending': 30}" in lines[0]  # on_notice=print
+    assert lines[0].startswith("started job_") and "(30 pending)" in lines[0]  # on_notice=print
     # The scripted engine cannot satisfy the schema's date and currency patterns, so the documents end failed after
     # their re-asks; what matters here is that the example ran the whole job and reported it.
     assert re.search(r"^job job_\w+ \(completed\): 30 documents", done.stdout, re.M), done.stdout
