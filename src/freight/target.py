@@ -148,8 +148,9 @@ def _resolve_target(
     own = EMBEDDED_MODELS[engine]
     for name in [model or own, *line_models]:
         if not _embedded_model(pricer, name):
+            what = f"--model {name}" if name == model else f"the model {name} of the input's batch lines"
             raise UsageError(
-                f"--model {name}: that is not the embedded local model ({own}), and this run is on it because "
+                f"{what}: that is not the embedded local model ({own}), and this run is on it because "
                 f"{'--provider local was given' if opts.provider == EMBEDDED else f'{env} is not set'}: nothing was "
                 f"sent. To use {name}, set {env or 'the provider key'} (or --base-url); to use the embedded model, "
                 "drop --model"

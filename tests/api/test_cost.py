@@ -150,3 +150,20 @@ def test_the_sample_is_in_the_ledger_and_the_cost_is_broken_down_by_fix(
     assert "cost by fix: sample $" in stdout and "first pass $" in stdout and "reask $" in stdout
     status = json.loads(freight("status", report["job"], "--db", db_url, "--json")[1])
     assert status["cost_usd"] == pytest.approx(report["cost_usd"], rel=1e-6)
+
+
+def test_price_as_must_name_a_listed_model_and_prices_only_unlisted_ones(tmp_path: Path) -> None:
+    from freight.domain import Usage
+    from freight.plan.pricing import Pricer
+
+    batch = _lines(tmp_path / "batch.jsonl", ["my-deployment"])
+    code, _, err = freight(
+        "run", str(batch), "--provider", "openai", "--base-url", "http://127.0.0.1:9", "--price-as", "gtp-4o",
+        "--db", str(tmp_path / "f.db"), env={"OPENAI_API_KEY": "k"},
+    )  # fmt: skip
+    assert code == 2 and "--price-as 'gtp-4o'" in err and "Did you mean gpt-4o" in err
+    pricer = Pricer(price_as="gpt-4o")
+    usage = Usage(input_tokens=1_000_000)
+    assert pricer.cost("gpt-4o-mini", usage, batch=False) == pytest.approx(0.15)  # listed: its own price
+    assert pricer.cost("my-deployment", usage, batch=False) == pytest.approx(2.50)  # unlisted: priced as gpt-4o
+    assert Pricer().cost("my-deployment", usage, batch=False) is None  # no price: None, never 0
