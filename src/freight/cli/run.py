@@ -294,7 +294,7 @@ def status(
 def results(
     job_id: str = typer.Argument(...),
     db: str | None = DbOption,
-    out: Path | None = typer.Option(None, help="Write results.jsonl, failures.jsonl, report.json here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write results.jsonl, failures.jsonl, report.json here."),
 ) -> None:
     """Print a job's results (one JSON line per document), or write them to --out."""
     with open_store(db) as store:
