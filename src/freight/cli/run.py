@@ -23,7 +23,8 @@ from freight.runner.loop import Snapshot
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
 
 
-def _printer(json_mode: bool, priced: Callable[[], bool]) -> Callable[[Snapshot], None]:
+def _printer(json_mode: bool, priced: Callable[[], bool], sample: float = 0.0) -> Callable[[Snapshot], None]:
+    """Progress lines on stderr; the cost includes what the sample spent, so it ends where the report does."""
     last: list[Any] = [None, 0.0]
 
     def show(s: Snapshot) -> None:
@@ -35,7 +36,7 @@ def _printer(json_mode: bool, priced: Callable[[], bool]) -> Callable[[Snapshot]
         failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
         pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
         states = ", ".join(f"{b[1]} {b[2]}" for b in s.batches[-3:]) or "none yet"
-        cost = f"${s.cost_usd:.4f}" if priced() else "unknown"
+        cost = f"${s.cost_usd + sample:.4f}" if priced() else "unknown"
         typer.echo(
             f"[{s.elapsed:6.0f}s] done {done}  failed {failed}  pending {pending}  |  batches: "
             f"{len(s.batches)} ({states})  |  cost {cost}",
@@ -51,7 +52,8 @@ def _notice(message: str) -> None:
 
 def _drive(job: api.Job, poll: float, as_json: bool) -> None:
     try:
-        report = job.run(on_progress=_printer(as_json, lambda: job.priced), poll_interval=poll)
+        printer = _printer(as_json, lambda: job.priced, sample_spend(job.store, job.job_id))
+        report = job.run(on_progress=printer, poll_interval=poll)
     except KeyboardInterrupt:
         typer.echo(
             f"\ndetached from {job.job_id}: submitted batches keep running. Resume with: freight resume {job.job_id}",
