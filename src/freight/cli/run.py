@@ -7,6 +7,7 @@ A thin skin over `freight.api`: parse the flags, call the library, render what i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ def _drive(job: api.Job, poll: float, as_json: bool, labels: Labels | None = Non
     display = display_for(as_json)
     display.priced = lambda: job.priced
     try:
+        spent = sample_spend(job.store, job.job_id)  # the sample's spend, so the display ends where the report does
         with display:
-            report = job.run(on_progress=display, poll_interval=poll)
+            report = job.run(on_progress=lambda s: display(replace(s, cost_usd=s.cost_usd + spent)), poll_interval=poll)
     except KeyboardInterrupt:
         _detached(job)
     except FreightError as exc:
