@@ -287,11 +287,12 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CREATED: frozenset({JobState.SAMPLING, JobState.RUNNING, JobState.CANCELING, JobState.CANCELED}),
     JobState.SAMPLING: frozenset({JobState.RUNNING, JobState.STOPPED, JobState.CANCELING, JobState.CANCELED}),
     JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.CANCELING, JobState.CANCELED, JobState.STOPPED}),
-    JobState.CANCELING: frozenset({JobState.CANCELED}),
+    # A cancel whose provider calls cannot heal (a revoked key) stops the job instead of hanging.
+    JobState.CANCELING: frozenset({JobState.CANCELED, JobState.STOPPED}),
     JobState.COMPLETED: frozenset(),
     JobState.CANCELED: frozenset(),
-    # A stopped job (sample gate) can be started again once the prompt is fixed.
-    JobState.STOPPED: frozenset({JobState.SAMPLING, JobState.RUNNING}),
+    # A stopped job (the sample gate, an error that cannot heal) is started again, or canceled, once the cause is fixed.
+    JobState.STOPPED: frozenset({JobState.SAMPLING, JobState.RUNNING, JobState.CANCELING, JobState.CANCELED}),
 }
 
 
