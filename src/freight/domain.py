@@ -19,10 +19,12 @@ _CUSTOM_ID_RE = re.compile(CUSTOM_ID_PATTERN)
 
 
 class ExitCode:
-    """The exit codes every command uses; the README lists them. One table so the CLI, the library and the tests agree."""
+    """The exit codes every command uses; the README lists them. One table: the CLI, the library and the tests agree."""
 
     OK = 0
-    FAILED = 1  # the job ran but stopped: the sample gate, or documents left failed where the user asked to fail on them
+    FAILED = (
+        1  # the job ran but stopped: the sample gate, or documents left failed where the user asked to fail on them
+    )
     USAGE = 2  # a mistake caught before anything was sent: a flag, a file, a line, a schema, a store URL
     HELD = 3  # another runner holds the job's lease (a second terminal, an overlapping cron)
     STOPPED = 4  # the provider refused in a way that cannot heal (auth, not found, a batch-level invalid request)

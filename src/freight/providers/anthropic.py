@@ -230,6 +230,7 @@ _MiB = 1024 * 1024
 
 class AnthropicProvider:
     name = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
     limits = Limits(
         max_requests_per_batch=100_000,
         # 256 MB, less room for the `{"requests": [...]}` envelope and the SDK's own JSON spacing.

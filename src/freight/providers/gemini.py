@@ -55,6 +55,7 @@ INLINE_MAX_BYTES = 19 * _MiB  # under the API's 20 MB inline limit, with room fo
 
 class GeminiProvider:
     name = "gemini"
+    key_env = "GEMINI_API_KEY"
     limits = Limits(
         # Gemini counts bytes, not requests: 2 GB per input file. The request cap here only bounds one job's work.
         max_requests_per_batch=100_000,

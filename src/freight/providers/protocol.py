@@ -68,6 +68,10 @@ class Limits(BaseModel):
 class Provider(Protocol):
     name: str
     limits: Limits
+    # The environment variable the adapter reads its key from, and where it sends requests (None: the provider's own
+    # API): what an error that cannot heal tells the user to check, so no table of key variables lives outside.
+    key_env: str
+    base_url: str | None
 
     def send(self, request: Request) -> Succeeded | Errored:
         """One synchronous call. A request-level failure is an `Errored`; an API that cannot be reached raises."""

@@ -3,8 +3,9 @@
 Split: at paragraph boundaries, then sentence boundaries, and only as a last resort inside a sentence; each part
 after the first starts with a small overlap from the end of the one before, so a fact cut at a boundary is seen whole.
 
-Merge (JSON): objects are merged key by key — arrays concatenated in part order, nested objects merged the same way, and a scalar taken from the first part that
-has a non-null value; a later part with a different non-null value is a conflict, listed in the output's metadata.
+Merge (JSON): objects are merged key by key — arrays concatenated in part order, nested objects merged the same way,
+and a scalar taken from the first part that has a non-null value; a later part with a different non-null value is a
+conflict, listed in the output's metadata.
 Text replies are joined with a blank line.
 
 Arrays: only what the overlap repeats is dropped — the longest run at the start of a part's array that equals the end
