@@ -17,10 +17,10 @@ import typer
 from freight.cli.common import DbOption, fail, open_store, print_json
 from freight.domain import FreightError, JobState
 from freight.providers import Provider, get_provider, provider_names
-from freight.runner.job import RunOptions, decide_mode, open_job, resume_job
+from freight.runner.job import RunOptions, decide_mode, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, item_results, render_report
-from freight.store import Store, freight_home
+from freight.store import JobLease, Store, freight_home
 
 KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
@@ -75,6 +75,8 @@ def _printer(json_mode: bool) -> Any:
     last: list[Any] = [None, 0.0]
 
     def show(s: Snapshot) -> None:
+        for note in s.notes:  # each note once, as it happens
+            typer.echo(f"note: {note}", err=True)
         key = (tuple(sorted(s.items.items())), tuple(s.batches))
         if json_mode or (key == last[0] and time.monotonic() - last[1] < 30):
             return
@@ -92,14 +94,42 @@ def _printer(json_mode: bool) -> Any:
     return show
 
 
+def _hold(store: Store, job_id: str, wait: bool) -> JobLease:
+    """The job's lease, taken before anything reads or writes the job (exit 3 when another runner holds it)."""
+
+    def waiting(holder: Any) -> None:
+        typer.echo(f"waiting for {holder.describe()} to finish with {job_id}", err=True)
+
+    try:
+        return JobLease(store, job_id, wait=wait, on_wait=waiting).acquire()
+    except FreightError as exc:
+        fail(str(exc), exc.exit_code)
+
+
 def _drive(
-    store: Store, job_id: str, opts: RunOptions, engine: str, poll: float, batch_size: int | None, as_json: bool
+    store: Store,
+    job_id: str,
+    opts: RunOptions,
+    engine: str,
+    poll: float,
+    batch_size: int | None,
+    as_json: bool,
+    lease: JobLease | None = None,
+    resubmit_unacknowledged: bool = False,
 ) -> None:
     out = Path(opts.out) if opts.out else Path("freight-out") / job_id
     try:
         with provider_for(opts, engine) as provider:
             Runner(
-                store, provider, job_id, opts, poll_interval=poll, batch_size=batch_size, on_progress=_printer(as_json)
+                store,
+                provider,
+                job_id,
+                opts,
+                poll_interval=poll,
+                batch_size=batch_size,
+                on_progress=_printer(as_json),
+                lease=lease,
+                resubmit_unacknowledged=resubmit_unacknowledged,
             ).run()
     except KeyboardInterrupt:
         typer.echo(
@@ -107,7 +137,7 @@ def _drive(
         )
         raise typer.Exit(130) from None
     except FreightError as exc:
-        fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job_id}`")
+        fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job_id}`", exc.exit_code)
     report = build_report(store, job_id, write_to=out)
     if as_json:
         print_json(report)
@@ -153,6 +183,7 @@ def run(
     ),
     sample_size: int = typer.Option(8, min=1, help="Documents in that sample."),
     min_first_pass: float = typer.Option(0.9, min=0.0, max=1.0, help="Stop before submitting below this sample rate."),
+    wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if mode not in ("batch", "sync", "auto"):
@@ -177,13 +208,18 @@ def run(
         deadline=deadline,
         extra={"batch_size": batch_size},
     )
-    with open_store(db) as store:
+    try:
+        if mode == "auto":
+            opts.mode = _route(opts)
+        job_id = job_id_for(opts)
+    except FreightError as exc:
+        fail(str(exc), exc.exit_code)
+    # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
+    with open_store(db) as store, _hold(store, job_id, wait) as lease:
         try:
-            if mode == "auto":
-                opts.mode = _route(opts)
             job, resumed = open_job(store, opts)
         except FreightError as exc:
-            fail(str(exc))
+            fail(str(exc), exc.exit_code)
         typer.echo(f"{'resuming' if resumed else 'started'} {job.job_id} ({store.item_counts(job.job_id)})", err=True)
         # --- sample gate (issue 8): exits non-zero, the job stopped and nothing submitted, when the sample fails ---
         from freight.cli.sample import sample_gate
@@ -198,7 +234,7 @@ def run(
             min_first_pass=min_first_pass,
             as_json=as_json,
         )
-        _drive(store, job.job_id, opts, engine, poll_interval, batch_size, as_json)
+        _drive(store, job.job_id, opts, engine, poll_interval, batch_size, as_json, lease)
 
 
 def _route(opts: RunOptions) -> str:
@@ -214,14 +250,24 @@ def resume(
     poll_interval: float = typer.Option(5.0),
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json"),
+    wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
+    resubmit_unacknowledged: bool = typer.Option(
+        False,
+        "--resubmit-unacknowledged",
+        help="Submit again a batch an earlier run sent without hearing back, when the provider cannot tell whether "
+        "it got it (check its console first: its requests may be billed twice).",
+    ),
 ) -> None:
     """Carry on a job where it stopped: submitted batches are polled, never submitted again."""
-    with open_store(db) as store:
+    with open_store(db) as store, _hold(store, job_id, wait) as lease:
         try:
             _, opts = resume_job(store, job_id)
         except FreightError as exc:
-            fail(str(exc))
-        _drive(store, job_id, opts, engine, poll_interval, opts.extra.get("batch_size"), as_json)
+            fail(str(exc), exc.exit_code)
+        _drive(
+            store, job_id, opts, engine, poll_interval, opts.extra.get("batch_size"), as_json, lease,
+            resubmit_unacknowledged,
+        )  # fmt: skip
 
 
 def status(
@@ -267,18 +313,23 @@ def results(
             typer.echo(json.dumps(line, ensure_ascii=False))
 
 
-def cancel(job_id: str = typer.Argument(...), engine: str = typer.Option("local"), db: str | None = DbOption) -> None:
+def cancel(
+    job_id: str = typer.Argument(...),
+    engine: str = typer.Option("local"),
+    db: str | None = DbOption,
+    wait: bool = typer.Option(False, "--wait", help="When a runner holds the job, wait for it instead of exit 3."),
+) -> None:
     """Cancel a job: its batches are canceled at the provider, and unfinished documents end canceled."""
-    with open_store(db) as store:
+    with open_store(db) as store, _hold(store, job_id, wait) as lease:
         try:
             job, opts = resume_job(store, job_id)
             if job.state is not JobState.CANCELING:
                 store.set_job_state(job_id, JobState.CANCELING)
             with provider_for(opts, engine) as provider:
-                runner = Runner(store, provider, job_id, opts, poll_interval=1.0)
+                runner = Runner(store, provider, job_id, opts, poll_interval=1.0, lease=lease)
                 runner.cancel()
         except FreightError as exc:
-            fail(str(exc))
+            fail(str(exc), exc.exit_code)
         typer.echo(render_report(build_report(store, job_id)))
 
 

@@ -215,7 +215,7 @@ class JobLease:
         self.store.release_lease(self.job_id, self.owner)
 
     def __enter__(self) -> JobLease:
-        return self.acquire()
+        return self if self._thread is not None else self.acquire()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
