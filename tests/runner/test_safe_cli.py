@@ -147,8 +147,7 @@ def _two_runs(tmp_path: Path, db_url: str, *extra: str) -> tuple[list[subprocess
         ]  # fmt: skip
         env = {**os.environ, "ANTHROPIC_API_KEY": srv.api_key, "FREIGHT_HOME": str(tmp_path / "home")}
         procs = [
-            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
         ]
         done = []
         for p in procs:
