@@ -199,6 +199,10 @@ class Errored(_Model):
     raw_type: str = ""  # the provider's own error type / code, kept beside the normalized kind
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
+    # A context overflow's numbers, as the provider counted them (the adapter reads them; the runner never parses
+    # a provider's text): the prompt's tokens and the model's window. None when the provider did not say.
+    prompt_tokens: int | None = None
+    context_window: int | None = None
 
 
 class Canceled(_Model):
