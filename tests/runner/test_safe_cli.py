@@ -19,7 +19,7 @@ from freight.providers import get_provider
 from freight.runner.job import RunOptions, open_job
 from freight.runner.loop import Runner
 from freight.server.testing import LocalServer
-from freight.store import Store
+from freight.store import JobLease, Store
 from freight.store.schema import batches
 
 from .conftest import SCHEMA
@@ -180,3 +180,32 @@ def test_two_runs_started_at_once_with_wait_both_succeed(tmp_path: Path, db_url:
     assert [p.returncode for p in done] == [0, 0], [p.stderr for p in done]
     with Store(db_url) as store, store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(batches)).scalar_one() == 1
+
+
+def test_resume_and_cancel_of_a_held_job_exit_held_naming_the_holder(tmp_path: Path, db_url: str) -> None:
+    docs = _docs(tmp_path, {"d0": "Vendor: Acme\nTotal: 1"})
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0002) as srv:
+        job_id = _submitted_job(db_url, docs, srv)
+        env = {"ANTHROPIC_API_KEY": srv.api_key}
+        with Store(db_url) as store, JobLease(store, job_id):  # another runner, alive, holds the job
+            for command in (["resume", job_id], ["cancel", job_id]):
+                result = cli.invoke(app, [*command, "--db", db_url], env=env)
+                assert result.exit_code == ExitCode.HELD, result.output
+                assert f"is being run by pid {os.getpid()}" in result.output and "--wait" in result.output
+                assert "Traceback" not in result.output
+        # Released: the same resume now runs to the end.
+        result = cli.invoke(app, ["resume", job_id, "--db", db_url, "--poll-interval", "0.05"], env=env)
+        assert result.exit_code == 0, result.output
+
+
+def test_cancel_with_a_revoked_key_stops_instead_of_hanging(tmp_path: Path, db_url: str) -> None:
+    docs = _docs(tmp_path, {"d0": "Vendor: Acme\nTotal: 1"})
+    # A slow clock: the batch is still open when the cancel comes.
+    with LocalServer(tmp_path / "serve.db", time_scale=1.0) as srv:
+        job_id = _submitted_job(db_url, docs, srv)
+        result = cli.invoke(app, ["cancel", job_id, "--db", db_url], env={"ANTHROPIC_API_KEY": "revoked"})
+    assert result.exit_code == ExitCode.STOPPED, result.output
+    assert "canceling batch" in result.output and "ANTHROPIC_API_KEY" in result.output
+    with Store(db_url) as store:
+        job = store.get_job(job_id)
+        assert job is not None and job.state is JobState.STOPPED

@@ -184,3 +184,32 @@ def test_an_unexpected_provider_sequence_is_recorded_and_noted(tmp_path: Path) -
         assert store.batches(job.job_id)[0]["state"] == "canceled"
         (note,) = runner.snapshot().notes
         assert "b1 went from finalizing to canceled" in note
+
+
+def test_a_results_download_that_keeps_failing_stops_the_job_within_its_bound(tmp_path: Path) -> None:
+    with (
+        LocalServer(tmp_path / "s.db", time_scale=0.0002, faults="drop_results=1") as srv,
+        Store(str(tmp_path / "f.db")) as store,
+    ):
+        opts = RunOptions(input=str(_docs(tmp_path, 6)), provider="anthropic", model=MODEL, base_url=srv.base_url)
+        job, _ = open_job(store, opts)
+        provider = get_provider("anthropic", base_url=srv.base_url, api_key=srv.api_key)
+        seen: list[list[str]] = []
+        runner = Runner(
+            store,
+            provider,
+            job.job_id,
+            opts,
+            poll_interval=0.01,
+            sleep=lambda s: None,
+            max_transient_failures=2,
+            on_progress=lambda snap: seen.append(snap.notes),
+        )
+        with pytest.raises(JobStopped) as err:
+            runner.run()
+        assert "reading the results of batch" in str(err.value) and "3 times in a row" in str(err.value)
+        stopped = store.get_job(job.job_id)
+        assert stopped is not None and stopped.state is JobState.STOPPED
+        # Each failure was shown as it happened, once.
+        shown = [n for notes in seen for n in notes if "reading the results" in n]
+        assert len(shown) == 2 and len(set(shown)) <= 2
