@@ -209,3 +209,38 @@ def test_cancel_with_a_revoked_key_stops_instead_of_hanging(tmp_path: Path, db_u
     with Store(db_url) as store:
         job = store.get_job(job_id)
         assert job is not None and job.state is JobState.STOPPED
+
+
+def test_cancel_with_wait_asks_the_running_runner_to_stop_then_cancels(tmp_path: Path, db_url: str) -> None:
+    import time
+
+    docs = _docs(tmp_path, {f"d{i:02d}": f"Vendor: V{i}\nTotal: {i}" for i in range(50)})
+    with LocalServer(tmp_path / "serve.db", time_scale=0.05, subprocess=True) as srv:
+        env = {**os.environ, "ANTHROPIC_API_KEY": srv.api_key, "FREIGHT_HOME": str(tmp_path / "home")}
+        args = [sys.executable, "-m", "freight", "run", str(docs), "--base-url", srv.base_url, "--db", db_url,
+                "--model", MODEL, "--no-sample", "--poll-interval", "0.2", "--out", str(tmp_path / "out")]  # fmt: skip
+        runner = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            job_id = None
+            deadline = time.monotonic() + 120
+            while job_id is None:  # wait until the runner holds the job and has submitted its batch
+                assert time.monotonic() < deadline and runner.poll() is None, "the runner never submitted"
+                with Store(db_url) as store:
+                    for job in store.list_jobs():
+                        if store.lease_holder(job.job_id) and store.batches(job.job_id):
+                            job_id = job.job_id
+                time.sleep(0.05)
+            result = cli.invoke(
+                app, ["cancel", job_id, "--db", db_url, "--wait"], env={"ANTHROPIC_API_KEY": srv.api_key}
+            )
+            _, stderr = runner.communicate(timeout=300)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    assert result.exit_code == 0, result.output
+    assert "waiting for pid" in result.output
+    assert runner.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "the job is being canceled" in stderr
+    with Store(db_url) as store:
+        job = store.get_job(job_id)
+        assert job is not None and job.state is JobState.CANCELED and store.lease_holder(job_id) is None

@@ -94,11 +94,14 @@ def _printer(json_mode: bool) -> Any:
     return show
 
 
-def _hold(store: Store, job_id: str, wait: bool) -> JobLease:
-    """The job's lease, taken before anything reads or writes the job (exit 3 when another runner holds it)."""
+def _hold(store: Store, job_id: str, wait: bool, then: Any = None) -> JobLease:
+    """The job's lease, taken before anything reads or writes the job (exit 3 when another runner holds it).
+    `then`: what to do once, when the job turns out to be held and we wait."""
 
     def waiting(holder: Any) -> None:
         typer.echo(f"waiting for {holder.describe()} to finish with {job_id}", err=True)
+        if then is not None:
+            then()
 
     try:
         return JobLease(store, job_id, wait=wait, on_wait=waiting).acquire()
@@ -320,7 +323,12 @@ def cancel(
     wait: bool = typer.Option(False, "--wait", help="When a runner holds the job, wait for it instead of exit 3."),
 ) -> None:
     """Cancel a job: its batches are canceled at the provider, and unfinished documents end canceled."""
-    with open_store(db) as store, _hold(store, job_id, wait) as lease:
+
+    def ask_runner_to_stop() -> None:  # the holder sees `canceling` at its next pass, stops and releases the job
+        with contextlib.suppress(FreightError):
+            store.set_job_state(job_id, JobState.CANCELING)
+
+    with open_store(db) as store, _hold(store, job_id, wait, then=ask_runner_to_stop) as lease:
         try:
             job, opts = resume_job(store, job_id)
             if job.state is not JobState.CANCELING:

@@ -42,7 +42,7 @@ from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.settle import Settler
-from freight.runner.stops import Strikes, advice, unhealable
+from freight.runner.stops import Strikes, advice
 from freight.store import DuplicateOutcome, JobLease, Store, UnknownRequest
 
 
@@ -129,6 +129,7 @@ class Runner(BatchSteps):
             current = self.store.get_job(self.job_id)
             if current is not None and current.state in (JobState.CANCELING, JobState.CANCELED):
                 self.note("the job is being canceled (freight cancel); this run stops")
+                self._progress()
                 return
             progressed = self.step()
             self._progress()
@@ -165,7 +166,9 @@ class Runner(BatchSteps):
             try:
                 self._update(row, self.provider.cancel_batch(row["provider_batch_id"]))
             except ProviderError as exc:
-                if unhealable(exc):
+                # An invalid request here is a batch that ended before the cancel reached it: the poll below
+                # takes it in. A key or a batch id the provider refuses stops the job instead of polling forever.
+                if exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND):
                     self._stop_on(f"canceling batch {row['provider_batch_id']}", exc)
                 self.note(f"canceling {row['provider_batch_id']} failed for now: {exc}")
         for row in self.store.batches(self.job_id, [BatchState.PREPARING]):
@@ -265,7 +268,7 @@ class Runner(BatchSteps):
                 f"{what} failed {self.strikes.limit + 1} times in a row, the last time: {exc}. The job is saved: "
                 f"run `freight resume {self.job_id}` once the provider answers again"
             )
-        self._stop(f"{what}: {exc}. {advice(self.provider, exc, self.job_id)}")
+        self._stop(f"{what}: {str(exc).rstrip('.')}. {advice(self.provider, exc, self.job_id)}")
 
     def _stop(self, message: str) -> NoReturn:
         """The job becomes `stopped` (resumable), the reason is in its log, and the run ends with `JobStopped`."""
