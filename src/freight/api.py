@@ -34,11 +34,11 @@ from typing import Any
 from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
-from freight.runner.job import RunOptions, open_job, resume_job
+from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, priced, render_report
 from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
-from freight.store import Store
+from freight.store import Holder, JobLease, Store
 from freight.target import EMBEDDED, Notice, connect, prepare, quiet
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "Snapshot",
     "cancel",
     "connect",
+    "hold",
     "prepare",
     "resume",
     "run",
@@ -104,6 +105,12 @@ class Report:
 # --- a job --------------------------------------------------------------------------------------------------------
 
 
+def hold(store: Store, job_id: str, *, wait: bool = False, on_wait: Callable[[Holder], None] | None = None) -> JobLease:
+    """Take the job's lease (one runner per job) before anything reads or writes it; release it with `with` or
+    `.release()`. Held by a live runner: `JobHeld` (exit 3) naming it, or with `wait=True` wait for it."""
+    return JobLease(store, job_id, wait=wait, on_wait=on_wait).acquire()
+
+
 class Job:
     """One job in a store: `Job.open(prepare(...), store=...)` creates it (or finds it again), then `sample_gate()`,
     `run()`, or `cancel()`. `freight.run(...)` does all of it."""
@@ -117,8 +124,10 @@ class Job:
         resumed: bool,
         api_key: str | None = None,
         on_notice: Notice = quiet,
+        lease: JobLease | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease  # held by the caller (see `hold`); without one, run and cancel take it themselves
         self.job_id = job_id
         self.opts = opts
         self.resumed = resumed
@@ -126,12 +135,28 @@ class Job:
         self.on_notice = on_notice
 
     @classmethod
-    def open(cls, opts: RunOptions, *, store: Store, api_key: str | None = None, on_notice: Notice = quiet) -> Job:
+    def open(
+        cls,
+        opts: RunOptions,
+        *,
+        store: Store,
+        api_key: str | None = None,
+        on_notice: Notice = quiet,
+        lease: JobLease | None = None,
+    ) -> Job:
         job, resumed = open_job(store, opts)
-        return cls(store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice)
+        return cls(store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice, lease=lease)
 
     @classmethod
-    def find(cls, job_id: str, *, store: Store, api_key: str | None = None, on_notice: Notice = quiet) -> Job:
+    def find(
+        cls,
+        job_id: str,
+        *,
+        store: Store,
+        api_key: str | None = None,
+        on_notice: Notice = quiet,
+        lease: JobLease | None = None,
+    ) -> Job:
         """A job already in the store, with the options it was started with (so resume needs no flags)."""
         job, opts = resume_job(store, job_id)
         if "engine" not in job.config and not opts.base_url:
@@ -139,7 +164,7 @@ class Job:
             env = key_env(opts.provider)
             if not (api_key or (env and os.environ.get(env))):
                 opts.engine = "local"
-        return cls(store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice)
+        return cls(store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice, lease=lease)
 
     @property
     def state(self) -> JobState:
@@ -198,8 +223,16 @@ class Job:
         self.store.set_job_state(self.job_id, JobState.STOPPED)
         raise SampleGateFailed(gate_message(report, self.opts, self.job_id), report)
 
-    def run(self, *, on_progress: Progress | None = None, poll_interval: float = 5.0) -> Report:
-        """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs."""
+    def run(
+        self,
+        *,
+        on_progress: Progress | None = None,
+        poll_interval: float = 5.0,
+        resubmit_unacknowledged: bool = False,
+    ) -> Report:
+        """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
+        `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
+        cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given)."""
         with connect(self.opts, self._api_key) as provider:
             Runner(
                 self.store,
@@ -209,6 +242,8 @@ class Job:
                 poll_interval=poll_interval,
                 batch_size=self.opts.extra.get("batch_size"),
                 on_progress=on_progress,
+                lease=self.lease,
+                resubmit_unacknowledged=resubmit_unacknowledged,
             ).run()
         return self.report()
 
@@ -217,7 +252,7 @@ class Job:
         if self.state is not JobState.CANCELING:
             self.store.set_job_state(self.job_id, JobState.CANCELING)
         with connect(self.opts, self._api_key) as provider:
-            Runner(self.store, provider, self.job_id, self.opts, poll_interval=1.0).cancel()
+            Runner(self.store, provider, self.job_id, self.opts, poll_interval=1.0, lease=self.lease).cancel()
         return Report(build_report(self.store, self.job_id))
 
     def report(self) -> Report:
@@ -268,13 +303,15 @@ def run(
     api_key: str | None = None,
     on_progress: Progress | None = None,
     on_notice: Notice = quiet,
+    wait: bool = False,
     **settings: Any,
 ) -> Report:
     """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
-    base_url, ...), the sample gate, then the run. Running it again resumes the same job."""
+    base_url, ...), the sample gate, then the run. Running it again resumes the same job. The job's lease is taken
+    first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
-    with _opened(db, store) as st:
-        job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice)
+    with _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
+        job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
@@ -289,15 +326,29 @@ def resume(
     poll_interval: float = 5.0,
     api_key: str | None = None,
     on_progress: Progress | None = None,
+    wait: bool = False,
+    resubmit_unacknowledged: bool = False,
 ) -> Report:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
-    with _opened(db, store) as st:
-        return Job.find(job_id, store=st, api_key=api_key).run(on_progress=on_progress, poll_interval=poll_interval)
+    with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
+        return Job.find(job_id, store=st, api_key=api_key, lease=lease).run(
+            on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
+        )
 
 
-def cancel(job_id: str, *, db: str | None = None, store: Store | None = None, api_key: str | None = None) -> Report:
+def cancel(
+    job_id: str, *, db: str | None = None, store: Store | None = None, api_key: str | None = None, wait: bool = False
+) -> Report:
+    """Cancel a job's batches at the provider; unfinished documents end canceled. With `wait=True`, a runner that
+    holds the job is asked to stop (it sees the job canceling at its next pass and lets go), then it is canceled."""
     with _opened(db, store) as st:
-        return Job.find(job_id, store=st, api_key=api_key).cancel()
+
+        def ask_runner_to_stop(_: Holder) -> None:
+            with contextlib.suppress(FreightError):
+                st.set_job_state(job_id, JobState.CANCELING)
+
+        with hold(st, job_id, wait=wait, on_wait=ask_runner_to_stop) as lease:
+            return Job.find(job_id, store=st, api_key=api_key, lease=lease).cancel()
 
 
 def sample(

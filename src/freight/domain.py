@@ -19,10 +19,12 @@ _CUSTOM_ID_RE = re.compile(CUSTOM_ID_PATTERN)
 
 
 class ExitCode:
-    """The exit codes every command uses; the README lists them. One table so the CLI, the library and the tests agree."""
+    """The exit codes every command uses; the README lists them. One table: the CLI, the library and the tests agree."""
 
     OK = 0
-    FAILED = 1  # the job ran but stopped: the sample gate, or documents left failed where the user asked to fail on them
+    FAILED = (
+        1  # the job ran but stopped: the sample gate, or documents left failed where the user asked to fail on them
+    )
     USAGE = 2  # a mistake caught before anything was sent: a flag, a file, a line, a schema, a store URL
     HELD = 3  # another runner holds the job's lease (a second terminal, an overlapping cron)
     STOPPED = 4  # the provider refused in a way that cannot heal (auth, not found, a batch-level invalid request)
@@ -197,6 +199,10 @@ class Errored(_Model):
     raw_type: str = ""  # the provider's own error type / code, kept beside the normalized kind
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
+    # A context overflow's numbers, as the provider counted them (the adapter reads them; the runner never parses
+    # a provider's text): the prompt's tokens and the model's window. None when the provider did not say.
+    prompt_tokens: int | None = None
+    context_window: int | None = None
 
 
 class Canceled(_Model):
@@ -287,7 +293,8 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CREATED: frozenset({JobState.SAMPLING, JobState.RUNNING, JobState.CANCELING, JobState.CANCELED}),
     JobState.SAMPLING: frozenset({JobState.RUNNING, JobState.STOPPED, JobState.CANCELING, JobState.CANCELED}),
     JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.CANCELING, JobState.CANCELED, JobState.STOPPED}),
-    JobState.CANCELING: frozenset({JobState.CANCELED}),
+    # A cancel whose provider calls cannot heal (a revoked key) stops the job instead of hanging.
+    JobState.CANCELING: frozenset({JobState.CANCELED, JobState.STOPPED}),
     JobState.COMPLETED: frozenset(),
     JobState.CANCELED: frozenset(),
     # A stopped job (the sample gate, an error that cannot heal) is started again, or canceled, once the cause is fixed.

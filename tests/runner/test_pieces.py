@@ -139,3 +139,23 @@ def test_merge_concatenates_arrays_keeps_first_scalars_and_lists_conflicts() -> 
     assert merged == {"vendor": "ACME", "total": 10, "items": ["a", "b", "c"], "meta": {"pages": 1, "lang": "en"}}
     assert conflicts == [{"field": "/vendor", "kept": "ACME", "other": "ACME Corp", "part": 1}]
     assert merge_outputs(["one", "two"]) == ("one\n\ntwo", [])
+
+
+def test_merge_keeps_equal_items_from_different_parts_and_drops_only_the_overlap() -> None:
+    line = {"desc": "bolt", "qty": 2}
+    # Part 1 ends with a line that part 2 starts with (the overlap), and both parts hold another identical line.
+    merged, _ = merge_outputs(
+        [
+            {"lines": [line, {"desc": "nut", "qty": 1}, {"desc": "washer", "qty": 5}]},
+            {"lines": [{"desc": "washer", "qty": 5}, line, {"desc": "screw", "qty": 3}]},
+        ]
+    )
+    assert merged["lines"] == [
+        line,
+        {"desc": "nut", "qty": 1},
+        {"desc": "washer", "qty": 5},
+        line,  # the second bolt line is a second line, not a repeat
+        {"desc": "screw", "qty": 3},
+    ]
+    merged, _ = merge_outputs([{"lines": ["a", "a"]}, {"lines": ["b", "a"]}, {"lines": ["a", "c"]}])
+    assert merged["lines"] == ["a", "a", "b", "a", "c"]

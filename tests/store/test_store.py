@@ -137,13 +137,19 @@ def test_every_batch_transition(db_url: str, old: BatchState, new: BatchState) -
         if old is BatchState.PREPARING and new is BatchState.SUBMITTED:
             store.mark_submitted(local, update)
         elif allowed:
-            store.update_batch(local, update)
-        else:
+            assert store.update_batch(local, update)
+        elif old in (BatchState.PREPARING, BatchState.FAILED):
+            # Never submitted: no provider reports on it, and our own illegal moves raise.
             with pytest.raises(IllegalTransition):
                 store.update_batch(local, update)
+        else:
+            # The provider is the truth about its own batch: whatever it reports is recorded, flagged unexpected.
+            assert not store.update_batch(local, update)
+            assert store.events("job1", kind="batch.state")[-1]["data"]["unexpected"] is True
+        recorded = allowed or old not in (BatchState.PREPARING, BatchState.FAILED)
         (row,) = store.batches("job1")
-        assert row["state"] == (new if allowed else old).value
-        if allowed and new.terminal:
+        assert row["state"] == (new if recorded else old).value
+        if recorded and new.terminal:
             assert row["ended_at"] is not None
 
 

@@ -6,7 +6,9 @@ A thin skin over `freight.api`: parse the flags, call the library, render what i
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,21 +34,43 @@ from freight.domain import ExitCode, FreightError, JobState, UsageError
 from freight.runner.accuracy import Labels, render_accuracy, score
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
-from freight.runner.job import RunOptions
+from freight.runner.job import RunOptions, job_id_for
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
+from freight.store import Holder, JobLease, Store
 
 
 def _notice(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _drive(job: api.Job, poll: float, as_json: bool, labels: Labels | None = None) -> None:
+def _hold(store: Store, job_id: str, wait: bool, then: Callable[[], None] | None = None) -> JobLease:
+    """The job's lease, taken before anything reads or writes the job (exit 3 when another runner holds it).
+    `then`: what to do once, when the job turns out to be held and we wait for it."""
+
+    def waiting(holder: Holder) -> None:
+        _notice(f"waiting for {holder.describe()} to finish with {job_id}")
+        if then is not None:
+            then()
+
+    try:
+        return api.hold(store, job_id, wait=wait, on_wait=waiting)
+    except FreightError as exc:
+        fail_with(exc)
+
+
+def _drive(
+    job: api.Job, poll: float, as_json: bool, labels: Labels | None = None, resubmit_unacknowledged: bool = False
+) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
     try:
         spent = sample_spend(job.store, job.job_id)  # the sample's spend, so the display ends where the report does
         with display:
-            report = job.run(on_progress=lambda s: display(replace(s, cost_usd=s.cost_usd + spent)), poll_interval=poll)
+            report = job.run(
+                on_progress=lambda s: display(replace(s, cost_usd=s.cost_usd + spent)),
+                poll_interval=poll,
+                resubmit_unacknowledged=resubmit_unacknowledged,
+            )
     except KeyboardInterrupt:
         _detached(job)
     except FreightError as exc:
@@ -175,6 +199,7 @@ def run(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
+    wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if db is not None:  # a store freight cannot open is refused before anything else is read
@@ -212,9 +237,10 @@ def run(
             return
     except FreightError as exc:
         fail_with(exc)
-    with open_store(db, create=True) as store:
+    # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
+    with open_store(db, create=True) as store, _hold(store, job_id_for(opts), wait) as lease:
         try:
-            job = api.Job.open(opts, store=store, on_notice=_notice)
+            job = api.Job.open(opts, store=store, on_notice=_notice, lease=lease)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job.job_id).items()))
@@ -250,16 +276,23 @@ def resume(
     poll_interval: float = typer.Option(5.0),
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json"),
+    wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
+    resubmit_unacknowledged: bool = typer.Option(
+        False,
+        "--resubmit-unacknowledged",
+        help="Submit again a batch an earlier run sent without hearing back, when the provider cannot tell whether "
+        "it got it (check its console first: its requests may be billed twice).",
+    ),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
-    with open_store(db) as store:
+    with open_store(db) as store, _hold(store, job_id, wait) as lease:
         try:
-            job = api.Job.find(job_id, store=store, on_notice=_notice)
+            job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))
         _notice(f"resuming {job_id} on {job.opts.endpoint} ({counts})")
-        _drive(job, poll_interval, as_json)
+        _drive(job, poll_interval, as_json, resubmit_unacknowledged=resubmit_unacknowledged)
 
 
 def status(
@@ -309,8 +342,19 @@ def results(
             typer.echo(json.dumps(line, ensure_ascii=False))
 
 
-def cancel(job_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
+def cancel(
+    job_id: str = typer.Argument(...),
+    db: str | None = DbOption,
+    wait: bool = typer.Option(
+        False, "--wait", help="When a runner holds the job, ask it to stop and wait for it instead of exit 3."
+    ),
+) -> None:
     """Cancel a job: its batches are canceled at the provider, and unfinished documents end canceled."""
+
+    def ask_runner_to_stop() -> None:  # the holder sees `canceling` at its next pass, stops and releases the job
+        with contextlib.suppress(FreightError):
+            store.set_job_state(job_id, JobState.CANCELING)
+
     with open_store(db) as store:
         found = store.get_job(job_id)
         if found is not None and found.state in (JobState.COMPLETED, JobState.CANCELED):
@@ -319,10 +363,11 @@ def cancel(job_id: str = typer.Argument(...), db: str | None = DbOption) -> None
                 f"`freight results {job_id}`",
                 ExitCode.USAGE,
             )
-        try:
-            report = api.Job.find(job_id, store=store, on_notice=_notice).cancel()
-        except FreightError as exc:
-            fail(str(exc), exc.exit_code)
+        with _hold(store, job_id, wait, then=ask_runner_to_stop) as lease:
+            try:
+                report = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease).cancel()
+            except FreightError as exc:
+                fail(str(exc), exc.exit_code)
         typer.echo(report.render())
 
 

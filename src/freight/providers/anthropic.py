@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +44,7 @@ from freight.providers.common import (
     parse_json,
     refuse_for_batch,
     retry_after,
+    with_overflow,
 )
 from freight.providers.protocol import Limits, Provider, ProviderError
 from freight.providers.retry import RetryPolicy, call_with_retry, stream_with_retry
@@ -95,6 +97,13 @@ _KIND_BY_CODE: dict[str, ErrorKind] = {
 # Anthropic gives context overflow no code of its own: it is a 400 invalid_request_error whose message starts with
 # this. This is the one place freight reads an Anthropic error message to decide a kind.
 _CONTEXT_OVERFLOW_PREFIX = "prompt is too long"
+_OVERFLOW_COUNTS = re.compile(r"(\d+)\s*tokens?\s*>\s*(\d+)")
+
+
+def overflow_counts(message: str) -> tuple[int, int] | None:
+    """(prompt tokens, window) from "prompt is too long: N tokens > M maximum", when it says."""
+    m = _OVERFLOW_COUNTS.search(message)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def error_kind(status: int | None, error_type: str | None, message: str, code: str | None = None) -> ErrorKind:
@@ -316,7 +325,7 @@ class AnthropicProvider:
             message: Message = self._call(lambda: self._client.messages.create(**params))
         except ProviderError as err:
             if err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_OVERFLOW):
-                return Errored(kind=err.kind, raw_type=err.raw_type, message=str(err))
+                return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
             raise
         return outcome_of_message(message.model_dump(), request.wants_json)
 
@@ -362,7 +371,7 @@ class AnthropicProvider:
                 decoder.close()
 
         lines = stream_with_retry(open_lines, key=line_key, translate=translate, policy=self.retry)
-        return correlate(lines, outcome_of_result)
+        return correlate(lines, outcome_of_result, overflow_counts)
 
 
 def _implements_the_protocol(adapter: AnthropicProvider) -> Provider:

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from freight.domain import Batch, Errored, ErrorKind, Outcome, Request, Result
 from freight.providers.protocol import Limits, ProviderError, RequestRefused
@@ -118,7 +118,23 @@ def line_key(line: Line) -> str:
     return custom_id if obj is not None else "broken:" + custom_id
 
 
-def correlate(lines: Iterable[Line], outcome: Callable[[dict[str, Any]], Outcome]) -> Iterator[Result]:
+OverflowCounts = Callable[[str], "tuple[int, int] | None"]
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+def with_overflow(outcome: OutcomeT, counts: OverflowCounts | None) -> OutcomeT:
+    """A context overflow with the (prompt tokens, window) its adapter read from the provider's message."""
+    if counts is None or not isinstance(outcome, Errored) or outcome.kind is not ErrorKind.CONTEXT_OVERFLOW:
+        return outcome
+    found = counts(outcome.message)
+    if found is None:
+        return outcome
+    return outcome.model_copy(update={"prompt_tokens": found[0], "context_window": found[1]})
+
+
+def correlate(
+    lines: Iterable[Line], outcome: Callable[[dict[str, Any]], Outcome], overflow: OverflowCounts | None = None
+) -> Iterator[Result]:
     """Results from decoded lines; ids whose only line was broken come last, as a retryable `Errored`."""
     done: set[str] = set()
     broken: dict[str, None] = {}
@@ -127,7 +143,7 @@ def correlate(lines: Iterable[Line], outcome: Callable[[dict[str, Any]], Outcome
             broken[custom_id] = None
             continue
         done.add(custom_id)
-        yield Result(custom_id=custom_id, outcome=outcome(obj))
+        yield Result(custom_id=custom_id, outcome=with_overflow(outcome(obj), overflow))
     for custom_id in broken:
         if custom_id not in done:
             yield Result(

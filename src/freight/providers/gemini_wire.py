@@ -82,6 +82,17 @@ GRPC_NAMES = {
     16: "UNAUTHENTICATED",
 }
 _OVERFLOW_RE = re.compile(r"input token count .*exceeds the maximum", re.IGNORECASE)
+_OVERFLOW_COUNTS = re.compile(
+    r"input token count \((\d+)\) exceeds the maximum number of tokens allowed \((\d+)\)", re.I
+)
+
+
+def overflow_counts(message: str) -> tuple[int, int] | None:
+    """(prompt tokens, window) from "The input token count (N) exceeds the maximum ... allowed (M)", when it says."""
+    m = _OVERFLOW_COUNTS.search(message)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 _DELAY_RE = re.compile(r"^([0-9.]+)s$")
 
 

@@ -27,7 +27,15 @@ from freight.domain import (
     Result,
     Succeeded,
 )
-from freight.providers.common import Line, check_ended, correlate, decode_lines, line_key, refuse_for_batch
+from freight.providers.common import (
+    Line,
+    check_ended,
+    correlate,
+    decode_lines,
+    line_key,
+    refuse_for_batch,
+    with_overflow,
+)
 from freight.providers.openai_wire import (
     BATCH_STATE,
     ENDPOINT,
@@ -36,6 +44,7 @@ from freight.providers.openai_wire import (
     missing_outcome,
     outcome_of_completion,
     outcome_of_line,
+    overflow_counts,
     tool,
     translate,
 )
@@ -152,7 +161,7 @@ class OpenAIProvider:
             completion = self._call(lambda: self._client.chat.completions.create(**body))
         except ProviderError as err:
             if err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_OVERFLOW):
-                return Errored(kind=err.kind, raw_type=err.raw_type, message=str(err))
+                return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
             raise
         return outcome_of_completion(completion.model_dump(), request.wants_json)
 
@@ -206,7 +215,7 @@ class OpenAIProvider:
                     yield from decode_lines(response.iter_lines())
 
         lines = stream_with_retry(open_lines, key=line_key, translate=self._translate, policy=self.retry)
-        return self._and_the_missing(batch, correlate(lines, outcome_of_line))
+        return self._and_the_missing(batch, correlate(lines, outcome_of_line, overflow_counts))
 
     def _and_the_missing(self, batch: OpenAIBatch, results: Iterator[Result]) -> Iterator[Result]:
         """Every request of the input file gets exactly one result, including those the service never read.

@@ -8,6 +8,7 @@ The domain's messages are in Anthropic's shape (a separate system prompt, conten
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -75,6 +76,16 @@ _KIND_BY_TYPE: dict[str, ErrorKind] = {
     "overloaded_error": ErrorKind.OVERLOADED,
     "timeout_error": ErrorKind.TIMEOUT,
 }
+
+
+_OVERFLOW_COUNTS = re.compile(r"maximum context length is (\d+) tokens.*?resulted in (\d+) tokens", re.S)
+
+
+def overflow_counts(message: str) -> tuple[int, int] | None:
+    """(prompt tokens, window) from "maximum context length is M tokens. However, your messages resulted in N
+    tokens", when it says."""
+    m = _OVERFLOW_COUNTS.search(message)
+    return (int(m.group(2)), int(m.group(1))) if m else None
 
 
 def error_kind(status: int | None, error_type: str | None, code: str | None) -> ErrorKind:

@@ -71,6 +71,9 @@ class Provider(Protocol):
     # read without building a client), so a plugin provider is resolved exactly like a built-in one.
     key_env: str
     limits: Limits
+    # Where it sends requests (None: the provider's own API): with key_env, what an error that cannot heal tells the
+    # user to check.
+    base_url: str | None
 
     def send(self, request: Request) -> Succeeded | Errored:
         """One synchronous call. A request-level failure is an `Errored`; an API that cannot be reached raises."""

@@ -3,10 +3,14 @@
 Split: at paragraph boundaries, then sentence boundaries, and only as a last resort inside a sentence; each part
 after the first starts with a small overlap from the end of the one before, so a fact cut at a boundary is seen whole.
 
-Merge (JSON): objects are merged key by key — arrays concatenated in part order (an element repeated exactly, as the
-overlap can produce, is kept once), nested objects merged the same way, and a scalar taken from the first part that
-has a non-null value; a later part with a different non-null value is a conflict, listed in the output's metadata.
+Merge (JSON): objects are merged key by key — arrays concatenated in part order, nested objects merged the same way,
+and a scalar taken from the first part that has a non-null value; a later part with a different non-null value is a
+conflict, listed in the output's metadata.
 Text replies are joined with a blank line.
+
+Arrays: only what the overlap repeats is dropped — the longest run at the start of a part's array that equals the end
+of what came before it. Equal items elsewhere are distinct facts (two identical invoice lines are two lines) and are
+all kept.
 """
 
 from __future__ import annotations
@@ -71,9 +75,17 @@ def _merge(a: Any, b: Any, path: str, part: int, conflicts: list[dict[str, Any]]
             out[key] = _merge(a[key], value, f"{path}/{key}", part, conflicts) if key in a else value
         return out
     if isinstance(a, list) and isinstance(b, list):
-        return a + [x for x in b if x not in a]
+        return a + b[_overlap(a, b) :]
     if a is None:
         return b
     if b is not None and b != a:
         conflicts.append({"field": path or "/", "kept": a, "other": b, "part": part})
     return a
+
+
+def _overlap(a: list[Any], b: list[Any]) -> int:
+    """How many items at the start of `b` repeat the end of `a` (what the parts' shared text produced twice)."""
+    for n in range(min(len(a), len(b)), 0, -1):
+        if a[-n:] == b[:n]:
+            return n
+    return 0

@@ -5,45 +5,45 @@ is acted on: a request is recorded before it is packed, a batch is recorded (`pr
 outcome is committed before it is settled. So the loop can be killed anywhere and started again (`freight resume`,
 or the same command) and it carries on: submitted batches are polled, never sent again; outcomes already recorded
 are not recorded twice. The runner names no provider: it speaks the `Provider` protocol only.
+
+One runner per job: `run` and `cancel` hold the job's lease (`freight.store.JobLease`) for as long as they work, so a
+second runner on the same job gets `JobHeld` instead of sending every request twice. An error that cannot heal (a
+revoked key, a batch the provider does not know, a batch refused as a whole) or a transient one that keeps failing
+past its bound stops the job (`JobStopped`, see `runner/stops.py`); nothing is retried forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NoReturn
 
 from freight.domain import (
+    JOB_TRANSITIONS,
     BatchState,
     Canceled,
     Errored,
     ErrorKind,
-    Expired,
     ItemState,
     JobState,
+    JobStopped,
     Outcome,
     Request,
     Succeeded,
     Usage,
 )
-from freight.providers import Provider, ProviderError, RequestRefused
-from freight.providers.packing import pack_for
+from freight.providers import Provider, ProviderError
+from freight.runner.batches import ACTIVE, BatchSteps
 from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.settle import Settler
-from freight.store import DuplicateOutcome, Store, UnknownRequest
-
-ACTIVE = (
-    BatchState.PREPARING,
-    BatchState.SUBMITTED,
-    BatchState.IN_PROGRESS,
-    BatchState.FINALIZING,
-    BatchState.CANCELING,
-)
+from freight.runner.stops import Strikes, advice
+from freight.store import DuplicateOutcome, JobLease, Store, UnknownRequest
 
 
 @dataclass
@@ -55,10 +55,10 @@ class Snapshot:
     batches: list[tuple[str, str, int]]  # (provider batch id, state, requests)
     elapsed: float
     cost_usd: float
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the notes made since the previous snapshot: show each once
 
 
-class Runner:
+class Runner(BatchSteps):
     def __init__(
         self,
         store: Store,
@@ -73,6 +73,9 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: Callable[[Snapshot], None] | None = None,
+        lease: JobLease | None = None,
+        resubmit_unacknowledged: bool = False,
+        max_transient_failures: int = 8,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -87,20 +90,46 @@ class Runner:
         self.on_progress = on_progress
         self.settler = Settler(store, provider, job_id, opts)
         self.notes: list[str] = []
+        self._shown = 0
         self._started = clock()
+        # Held by the caller (the CLI takes it before the job is even created), or taken by run/cancel themselves.
+        self.lease = lease
+        # After a run died between submitting a batch and hearing back, and the provider cannot say whether it got
+        # it: submit it again anyway (the user checked, or accepts paying twice).
+        self.resubmit_unacknowledged = resubmit_unacknowledged
+        self.strikes = Strikes(max_transient_failures)
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        with self._leased():
+            self._run()
+
+    @contextlib.contextmanager
+    def _leased(self) -> Iterator[None]:
+        if self.lease is not None:
+            yield
+            return
+        with JobLease(self.store, self.job_id) as lease:
+            self.lease = lease
+            try:
+                yield
+            finally:
+                self.lease = None
+
+    def _run(self) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
         if job.state in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
             self.store.set_job_state(self.job_id, JobState.RUNNING)
         wait = self.poll_interval
         while True:
+            if self.lease is not None:
+                self.lease.check()
             current = self.store.get_job(self.job_id)
             if current is not None and current.state in (JobState.CANCELING, JobState.CANCELED):
                 self.note("the job is being canceled (freight cancel); this run stops")
+                self._progress()
                 return
             progressed = self.step()
             self._progress()
@@ -119,6 +148,7 @@ class Runner:
             moved |= self.run_sync()
         else:
             moved |= self.submit_pending()
+            moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
             moved |= self.poll_batches()
         return moved
 
@@ -128,11 +158,19 @@ class Runner:
 
     def cancel(self) -> None:
         """Cancel every open batch at the provider, take in what they return, and end what is left canceled."""
+        with self._leased():
+            self._cancel()
+
+    def _cancel(self) -> None:
         for row in self.store.batches(self.job_id, ACTIVE[1:]):
             try:
-                self.store.update_batch(row["id"], self.provider.cancel_batch(row["provider_batch_id"]))
+                self._update(row, self.provider.cancel_batch(row["provider_batch_id"]))
             except ProviderError as exc:
-                self.note(f"canceling {row['provider_batch_id']} failed: {exc}")
+                # An invalid request here is a batch that ended before the cancel reached it: the poll below
+                # takes it in. A key or a batch id the provider refuses stops the job instead of polling forever.
+                if exc.kind in (ErrorKind.AUTH, ErrorKind.NOT_FOUND):
+                    self._stop_on(f"canceling batch {row['provider_batch_id']}", exc)
+                self.note(f"canceling {row['provider_batch_id']} failed for now: {exc}")
         for row in self.store.batches(self.job_id, [BatchState.PREPARING]):
             self.store.fail_unsubmitted_batch(row["id"], "the job was canceled before it was submitted")
         wait = self.poll_interval
@@ -175,127 +213,20 @@ class Runner:
             crashpoint("requests.created")
             made = True
 
-    def submit_pending(self) -> bool:
-        moved = False
-        # A batch recorded as preparing but never confirmed: the last run stopped between recording and submitting.
-        for row in self.store.batches(self.job_id, [BatchState.PREPARING]):
-            if not self._adopt(row):
-                self._submit(row["id"])
-            moved = True
-        limits = self.provider.limits
-        if self.batch_size:
-            limits = limits.model_copy(update={"max_requests_per_batch": self.batch_size})
-        try:
-            for requests in pack_for(self.provider, self.store.iter_pending_requests(self.job_id), limits):
-                local = self.store.create_batch(self.job_id, self.provider.name, [r.custom_id for r in requests])
-                crashpoint("submit.before")
-                self._submit(local, requests)
-                moved = True
-        except RequestRefused as exc:
-            self._refuse(exc)
-            moved = True
-        return moved
-
-    def _adopt(self, row: dict[str, Any]) -> bool:
-        """Find a batch the provider accepted but this store never heard back about (the run died in between)."""
-        try:
-            candidates = self.provider.find_batches(self._ref(row["id"]), row["n_requests"], row["created_at"])
-        except ProviderError as exc:
-            self.note(f"could not look for an earlier submission of batch {row['id']}: {exc}")
-            return False
-        unknown = [b for b in candidates if not self.store.knows_batch(b.provider_batch_id)]
-        if len(unknown) != 1:  # none, or too many to tell apart: submitting again is the safe side
-            return False
-        found = unknown[0]
-        self.store.mark_submitted(row["id"], found)
-        self.store.log(self.job_id, "batch.adopted", batch=row["id"], provider_batch_id=found.provider_batch_id)
-        return True
-
-    def _ref(self, local: int) -> str:
-        return f"{self.job_id}-b{local}"
-
-    def _submit(self, local: int, requests: list[Request] | None = None) -> None:
-        if requests is None:
-            requests = [r["request"] for r in self.store.requests_where(self.job_id, batch_id=local)]
-        try:
-            batch = self.provider.submit_batch(requests, ref=self._ref(local))
-        except RequestRefused as exc:
-            self.store.fail_unsubmitted_batch(local, str(exc))
-            self._refuse(exc)
-            return
-        except ProviderError as exc:
-            if exc.kind.retryable:
-                self.note(f"submitting a batch failed for now ({exc}); will try again")
-                return
-            self.store.fail_unsubmitted_batch(local, str(exc))
-            for r in requests:
-                self._record(r.custom_id, Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc)), batch=True)
-            return
-        crashpoint("submit.after")
-        self.store.mark_submitted(local, batch)
-
-    def _refuse(self, exc: RequestRefused) -> None:
-        """A request no batch can carry: it ends errored (invalid_request) with the reason, and its item fails."""
-        self._record(
-            exc.custom_id, Errored(kind=ErrorKind.INVALID_REQUEST, raw_type="refused", message=exc.reason), batch=True
-        )
-        self.note(str(exc))
-
-    def poll_batches(self) -> bool:
-        moved = False
-        for row in self.store.batches(self.job_id, ACTIVE[1:]):
-            try:
-                batch = self.provider.get_batch(row["provider_batch_id"])
-            except ProviderError as exc:
-                self.note(f"polling {row['provider_batch_id']} failed for now: {exc}")
-                continue
-            if batch.state.value != row["state"] or batch.counts.model_dump() != row["counts"]:
-                self.store.update_batch(row["id"], batch)
-                crashpoint("poll.updated")
-                moved = True
-        for row in self.store.batches(
-            self.job_id, [BatchState.ENDED, BatchState.CANCELED, BatchState.EXPIRED, BatchState.FAILED]
-        ):
-            if row["ingested_at"] is None and row["provider_batch_id"] is not None:
-                moved |= self.ingest(row)
-        return moved
-
-    def ingest(self, row: dict[str, Any]) -> bool:
-        """Record and settle an ended batch's results. A result stream that drops is read again on the next pass;
-        what was recorded stays recorded, and a custom_id repeated within one stream is reported, not taken twice."""
-        local, pbid = row["id"], row["provider_batch_id"]
-        seen: set[str] = set()
-        if row["state"] != BatchState.FAILED.value:
-            try:
-                for result in self.provider.iter_results(pbid):
-                    if result.custom_id in seen:
-                        self.note(f"batch {pbid}: custom_id {result.custom_id} arrived twice; the first was kept")
-                        continue
-                    seen.add(result.custom_id)
-                    self._record(result.custom_id, result.outcome, batch=True, quiet_duplicate=True)
-            except ProviderError as exc:
-                self.note(f"reading the results of {pbid} failed ({exc}); will read them again")
-                return bool(seen)
-        # Whatever the provider never answered still gets its one outcome, and is retried: nothing is lost. A batch
-        # the provider failed as a whole (OpenAI: validation, an enqueued-token limit) says so in the outcome.
-        unanswered: Outcome = Expired()
-        if row["state"] == BatchState.FAILED.value:
-            unanswered = Errored(
-                kind=ErrorKind.UNKNOWN, raw_type="batch_failed", message=f"the provider failed batch {pbid} as a whole"
-            )
-        for r in self.store.requests_where(self.job_id, batch_id=local, state="submitted"):
-            self._record(r["custom_id"], unanswered, batch=True)
-        crashpoint("ingest.before_mark")
-        self.store.mark_ingested(local)
-        return True
-
     def run_sync(self) -> bool:
         requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
         if not requests:
             return False
+        refused: ProviderError | None = None
         with ThreadPoolExecutor(self.sync_concurrency) as pool:
             for request, outcome in zip(requests, pool.map(self._send, requests), strict=True):
+                if isinstance(outcome, Errored) and outcome.kind is ErrorKind.AUTH:
+                    # Not the request's fault: left unanswered, to be sent again once the key is fixed.
+                    refused = ProviderError(outcome.kind, outcome.message, raw_type=outcome.raw_type)
+                    continue
                 self._record(request.custom_id, outcome, batch=False)
+        if refused is not None:
+            self._stop_on("sending requests synchronously", refused)
         return True
 
     def _send(self, request: Request) -> Succeeded | Errored:
@@ -329,6 +260,25 @@ class Runner:
             self.settler.settle(cid)
         return bool(pending)
 
+    # --- batches the provider reports on, and stopping ----------------------------------------------------------
+
+    def _stop_on(self, what: str, exc: ProviderError, *, transient: bool = False) -> NoReturn:
+        if transient:
+            self._stop(
+                f"{what} failed {self.strikes.limit + 1} times in a row, the last time: {exc}. The job is saved: "
+                f"run `freight resume {self.job_id}` once the provider answers again"
+            )
+        self._stop(f"{what}: {str(exc).rstrip('.')}. {advice(self.provider, exc, self.job_id)}")
+
+    def _stop(self, message: str) -> NoReturn:
+        """The job becomes `stopped` (resumable), the reason is in its log, and the run ends with `JobStopped`."""
+        job = self.store.get_job(self.job_id)
+        if job is not None and JobState.STOPPED in JOB_TRANSITIONS[job.state]:
+            self.store.set_job_state(self.job_id, JobState.STOPPED)
+        self.store.log(self.job_id, "job.stopped", message=message)
+        self._progress()
+        raise JobStopped(message)
+
     # --- progress -------------------------------------------------------------------------------------------------
 
     def note(self, message: str) -> None:
@@ -345,9 +295,10 @@ class Runner:
             ],
             elapsed=self.clock() - self._started,
             cost_usd=self.store.totals(self.job_id)["cost_usd"],
-            notes=self.notes[-5:],
+            notes=self.notes[self._shown :],
         )
 
     def _progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.snapshot())
+        self._shown = len(self.notes)

@@ -17,7 +17,6 @@ Every fix costs one attempt of the document's budget (`--max-retries`).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,6 @@ from freight.runner.chunking import CHARS_PER_TOKEN, split_text
 from freight.store.work import Part
 
 REASK_LEAD = "Your previous reply could not be used:"
-# How the providers word a context overflow: (prompt tokens, window) can be read from either.
-_ANTHROPIC_TOO_LONG = re.compile(r"(\d+)\s*tokens?\s*>\s*(\d+)")
-_OPENAI_TOO_LONG = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) tokens", re.S)
 PERMANENT = {ErrorKind.INVALID_REQUEST, ErrorKind.AUTH, ErrorKind.NOT_FOUND}
 
 
@@ -41,6 +37,8 @@ class Failure:
     kind: str  # an ErrorKind value, "truncated", "expired" or "canceled"
     message: str
     raw_type: str = ""
+    # (prompt tokens, window) of a context overflow, as the adapter read them from the provider; never parsed here.
+    counts: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "raw_type": self.raw_type}
@@ -72,7 +70,10 @@ def failure_of(outcome: Outcome, validation_error: str | None) -> Failure:
             return Failure("truncated", "the reply was cut off at max_tokens")
         return Failure(ErrorKind.VALIDATION_FAILED.value, validation_error or "invalid reply")
     if isinstance(outcome, Errored):
-        return Failure(outcome.kind.value, outcome.message, outcome.raw_type)
+        counts = None
+        if outcome.prompt_tokens is not None and outcome.context_window is not None:
+            counts = (outcome.prompt_tokens, outcome.context_window)
+        return Failure(outcome.kind.value, outcome.message, outcome.raw_type, counts)
     if isinstance(outcome, Expired):
         return Failure("expired", "the batch window ended before this request was processed")
     assert isinstance(outcome, Canceled)
@@ -176,7 +177,7 @@ def _chunk(req: Request, part: Part | None, failure: Failure, ctx: Context, atte
                 failure.raw_type,
             )
         )
-    prompt_tokens, window = overflow_numbers(failure.message) or (None, ctx.context_window)
+    prompt_tokens, window = failure.counts or (None, ctx.context_window)
     doc_tokens = math.ceil(len(ctx.document) / CHARS_PER_TOKEN)
     # What the prompt costs beyond the document itself (template, system, schema instructions).
     overhead = (
@@ -217,12 +218,3 @@ def _chunk(req: Request, part: Part | None, failure: Failure, ctx: Context, atte
         out.parts[cid] = (i, len(chunks), req.custom_id)
     out.retries = [Request.model_validate(r.model_dump()) for r in out.retries]
     return out
-
-
-def overflow_numbers(message: str) -> tuple[int, int] | None:
-    """(prompt tokens, context window) from a provider's context-overflow message, when it says."""
-    if m := _ANTHROPIC_TOO_LONG.search(message):
-        return int(m.group(1)), int(m.group(2))
-    if m := _OPENAI_TOO_LONG.search(message):
-        return int(m.group(2)), int(m.group(1))
-    return None

@@ -1,7 +1,17 @@
 """The durable job store: SQLite by default, Postgres by URL, through SQLAlchemy Core."""
 
 from freight.store.db import default_db, freight_home
+from freight.store.lease import DEFAULT_TTL, Holder, JobLease
 from freight.store.results import Store
 from freight.store.store import DuplicateOutcome, UnknownRequest
 
-__all__ = ["DuplicateOutcome", "Store", "UnknownRequest", "default_db", "freight_home"]
+__all__ = [
+    "DEFAULT_TTL",
+    "DuplicateOutcome",
+    "Holder",
+    "JobLease",
+    "Store",
+    "UnknownRequest",
+    "default_db",
+    "freight_home",
+]

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter
 
 from freight.domain import Errored, Outcome, Succeeded
+from freight.store.lease import LeaseStore
 from freight.store.schema import outcomes, requests
 from freight.store.store import DuplicateOutcome, UnknownRequest, _now
 from freight.store.work import WorkStore, _request_row
@@ -15,7 +16,7 @@ from freight.store.work import WorkStore, _request_row
 _OUTCOME = TypeAdapter[Outcome](Outcome)
 
 
-class Store(WorkStore):
+class Store(WorkStore, LeaseStore):
     def group_outcomes(self, job_id: str, group: str) -> list[tuple[int, str, Outcome]]:
         """(part, custom_id, outcome) of every answered request of one split document, oldest first."""
         with self._read() as conn:

@@ -136,6 +136,21 @@ samples = sa.Table(
     sa.Index("ix_samples_input", "input_key", "id"),
 )
 
+leases = sa.Table(
+    "leases",
+    metadata,
+    # One row per job while a runner holds it. No foreign key on purpose: the lease is taken before the job's row
+    # exists, so two `freight run` started at once never both create and ingest the same job.
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),  # a random token per holder: a restarted pid is another owner
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    # heartbeat + the holder's own ttl: a short-lease worker and a long-lease runner can share the table.
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def _initial(conn: sa.Connection) -> None:
     for table in (jobs, items, batches, requests, outcomes, events):
@@ -146,8 +161,13 @@ def _samples(conn: sa.Connection) -> None:
     samples.create(conn)
 
 
+def _leases(conn: sa.Connection) -> None:
+    leases.create(conn)
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
     (2, "sample runs", _samples),
+    (3, "job leases: one runner per job", _leases),
 ]

@@ -224,11 +224,16 @@ class WorkStore(StoreBase):
         if batch.state != BatchState.SUBMITTED:
             self.update_batch(local_id, batch)
 
-    def update_batch(self, local_id: int, batch: Batch) -> None:
+    def update_batch(self, local_id: int, batch: Batch) -> bool:
+        """Record what the provider says about its batch. The provider is the truth about its own states: a sequence
+        our table does not expect (OpenAI's `finalizing -> cancelled`, a batch first seen `ended`) is recorded all
+        the same, with an event; returns False then, so the caller can say so."""
         with self.engine.begin() as conn:
             row = self._batch_row(conn, local_id)
             old = BatchState(row["state"])
-            check_transition(BATCH_TRANSITIONS, old, batch.state, f"batch {local_id}")
+            if row["provider_batch_id"] is None:  # never submitted: its state is ours, and ours must follow the table
+                check_transition(BATCH_TRANSITIONS, old, batch.state, f"batch {local_id}")
+            expected = old == batch.state or batch.state in BATCH_TRANSITIONS[old]
             conn.execute(
                 batches.update()
                 .where(batches.c.id == local_id)
@@ -241,7 +246,16 @@ class WorkStore(StoreBase):
                 )
             )
             if old != batch.state:
-                self._event(conn, row["job_id"], "batch.state", batch=local_id, old=old.value, new=batch.state.value)
+                self._event(
+                    conn,
+                    row["job_id"],
+                    "batch.state",
+                    batch=local_id,
+                    old=old.value,
+                    new=batch.state.value,
+                    **({} if expected else {"unexpected": True}),
+                )
+        return expected
 
     def mark_ingested(self, local_id: int) -> None:
         with self.engine.begin() as conn:
@@ -249,13 +263,30 @@ class WorkStore(StoreBase):
             conn.execute(batches.update().where(batches.c.id == local_id).values(ingested_at=_now()))
             self._event(conn, row["job_id"], "batch.ingested", batch=local_id)
 
-    def fail_unsubmitted_batch(self, local_id: int, reason: str) -> None:
-        """A batch the provider refused: release its requests so they can be packed again or failed."""
+    def fail_unsubmitted_batch(self, local_id: int, reason: str) -> int:
+        """A batch the provider refused, or one never sent: release its requests so they are packed again (or failed
+        by the caller). Returns how many were released; none is left holding the id of a batch that never ran."""
         with self.engine.begin() as conn:
             row = self._batch_row(conn, local_id)
             check_transition(BATCH_TRANSITIONS, BatchState(row["state"]), BatchState.FAILED, f"batch {local_id}")
             conn.execute(batches.update().where(batches.c.id == local_id).values(state="failed", ended_at=_now()))
-            self._event(conn, row["job_id"], "batch.failed", batch=local_id, reason=reason)
+            released = conn.execute(
+                requests.update()
+                .where(requests.c.batch_id == local_id, requests.c.state == "created")
+                .values(batch_id=None)
+            ).rowcount
+            self._event(conn, row["job_id"], "batch.failed", batch=local_id, reason=reason, released=released)
+        return int(released)
+
+    def route_to_sync(self, job_id: str, custom_id: str, reason: str) -> None:
+        """A request of a batch job that no batch can carry (tools): it goes through the synchronous API instead."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                requests.update()
+                .where(requests.c.job_id == job_id, requests.c.custom_id == custom_id, requests.c.state == "created")
+                .values(mode="sync", batch_id=None)
+            )
+            self._event(conn, job_id, "request.routed", custom_id=custom_id, mode="sync", reason=reason)
 
     def _batch_row(self, conn: sa.Connection, local_id: int) -> dict[str, Any]:
         row = conn.execute(batches.select().where(batches.c.id == local_id)).mappings().first()
