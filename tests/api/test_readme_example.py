@@ -41,4 +41,4 @@ def test_the_readme_library_example_runs(tmp_path: Path, server: LocalServer) ->
     assert re.search(r"^cost: \$\d+\.\d{4} paid", done.stdout, re.M) and "cost by fix: first pass $" in done.stdout
     assert any(line.startswith("{'in_flight': 30} $") for line in lines)  # on_progress saw the batch in flight
     assert (tmp_path / "freight-out").is_dir()
-    assert sorted({r["custom_id"] for r in batch_records(server)})[:2] == ["invoice-01", "invoice-01-r1"]
+    assert sorted({r["custom_id"] for r in batch_records(server)})[:2] == ["invoice-01", "invoice-01--r1"]
