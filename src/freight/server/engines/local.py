@@ -30,7 +30,7 @@ from freight.domain import Errored, ErrorKind, FreightError, Request, StopReason
 from freight.server.engines import modelfiles
 from freight.server.engines.grammar import gbnf_for
 
-DEFAULT_TEMPERATURE = 0.2
+DEFAULT_TEMPERATURE = 0.0
 INSTALL_HINT = (
     "the local engine needs llama-cpp-python: run `pip install 'freight[local]'` (it compiles llama.cpp: a few "
     'minutes; CMAKE_ARGS="-DLLAVA_BUILD=OFF" shortens it), or choose another engine (--engine scripted|forward)'
