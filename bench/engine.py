@@ -1,19 +1,26 @@
-"""How fast the local engine is, directly and behind `freight serve` (a batch through the Anthropic SDK).
+"""How fast the local engine is in each layout, and how right: the quickstart's invoices, sent as the quickstart sends
+them (examples/invoices/prompt.txt + schema.json, the README's max_tokens, the engine's default temperature).
 
-    .venv/bin/python bench/engine.py [--n 6] [--max-tokens 320]
+    .venv/bin/python bench/engine.py [--n 30] [--max-tokens 256] [--layouts per-corex1,sharedx1,...,serve]
 
-Sends the first N invoices of examples/invoices (prompt.txt + schema.json, temperature 0) three ways:
-  direct/per-worker  LocalEngine(pool="per-worker"): one llama.cpp instance per core, one thread each
-  direct/shared      LocalEngine(pool="shared"): one instance using every core, behind a lock
-  serve/batch        LocalServer(engine="local") + anthropic.messages.batches (create, poll, results)
-and prints generated tokens per second, requests per minute, the server's overhead as a ratio of the direct default
-(per-worker) figure, and the share of fields the model got right against examples/invoices/expected.jsonl.
-The machine's other load moves these figures: run it on a quiet machine, once.
+Layouts (docs/engines.md explains them), POOLxN with N the sequences each llama.cpp context decodes together:
+  per-corex1   one context per core, one thread each, one request at a time each
+  sharedx1     one context using every core's thread, one request at a time
+  sharedxN     one context using every core, N requests decoded together (continuous batching)
+  per-corexN   one single-threaded context per core, each decoding N requests together
+  serve        the engine's default layout behind `freight serve`, as an Anthropic batch through the official SDK
+               (create, poll, results): the server's overhead
+Each direct layout gets every request at once from as many threads as it decodes sequences, like the server's
+workers. Printed per layout: seconds, generated tokens, tokens/s, requests/minute, the share of the five scalar fields
+right against examples/invoices/expected.jsonl (examples/invoices/check.py counts them, as CI does), and whether the
+replies are byte-identical to the first layout's (same seeds, same model: they should be).
+The machine's other load moves the speed figures: the ratios between layouts are the point; run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -25,28 +32,26 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "examples" / "invoices"
-FIELDS = ("vendor", "invoice_number", "date", "currency", "total")
+DEFAULT_MAX_TOKENS = 256  # what the README's first command passes
 
 
-def load(n: int) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+def _check_module() -> Any:
+    spec = importlib.util.spec_from_file_location("invoice_check", CORPUS / "check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check = _check_module()
+
+
+def load(n: int) -> tuple[list[str], list[str], dict[str, Any]]:
     template = (CORPUS / "prompt.txt").read_text(encoding="utf-8")
     schema = json.loads((CORPUS / "schema.json").read_text(encoding="utf-8"))
-    expected = [json.loads(line) for line in (CORPUS / "expected.jsonl").read_text(encoding="utf-8").splitlines()][:n]
-    prompts = [template.replace("{document}", (CORPUS / e["file"]).read_text(encoding="utf-8")) for e in expected]
-    return prompts, schema, expected
-
-
-def right_fields(replies: list[Any], expected: list[dict[str, Any]]) -> float:
-    right = total = 0
-    for got, want in zip(replies, expected, strict=True):
-        for field in FIELDS:
-            total += 1
-            value = got.get(field) if isinstance(got, dict) else None
-            if field == "total":
-                right += isinstance(value, int | float) and abs(float(value) - float(want[field])) < 0.01
-            else:
-                right += isinstance(value, str) and value.strip().lower() == str(want[field]).lower()
-    return right / total if total else 0.0
+    ids = sorted(check.expected_by_id())[:n]
+    prompts = [template.replace("{document}", (CORPUS / "docs" / f"{i}.txt").read_text(encoding="utf-8")) for i in ids]
+    return ids, prompts, schema
 
 
 def parse(text: str) -> Any:
@@ -56,13 +61,14 @@ def parse(text: str) -> Any:
         return None
 
 
-def direct(pool: str, prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+def direct(layout: str, prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     from freight.domain import Message, Request
     from freight.server.engines.local import LocalEngine
 
-    engine = LocalEngine(pool=pool)  # type: ignore[arg-type]
+    pool, _, slots = layout.partition("x")
+    engine = LocalEngine(pool=pool, slots=int(slots or 1))  # type: ignore[arg-type]
     requests = [
-        Request(custom_id=f"doc-{i}", model="smollm2-135m", max_tokens=max_tokens, temperature=0.0,
+        Request(custom_id=f"doc-{i}", model="smollm2-135m", max_tokens=max_tokens,
                 messages=[Message(role="user", content=p)], output_schema=schema)
         for i, p in enumerate(prompts)
     ]  # fmt: skip
@@ -71,9 +77,11 @@ def direct(pool: str, prompts: list[str], schema: dict[str, Any], max_tokens: in
     with ThreadPoolExecutor(max_workers=engine.workers) as ex:
         outs = list(ex.map(engine.complete, requests))
     elapsed = time.perf_counter() - start
-    tokens = sum(o.usage.output_tokens for o in outs)
-    replies = [parse(o.text) if o.status == "succeeded" else None for o in outs]
-    return {"elapsed": elapsed, "tokens": tokens, "n": len(outs), "replies": replies, "workers": engine.workers}
+    engine.close()
+    texts = [o.text if o.status == "succeeded" else "" for o in outs]
+    tokens = sum(o.usage.output_tokens for o in outs if o.status == "succeeded")
+    cut = sum(o.status == "succeeded" and o.stop_reason.value == "max_tokens" for o in outs)
+    return {"elapsed": elapsed, "tokens": tokens, "texts": texts, "workers": engine.workers, "cut": cut}
 
 
 def served(prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -81,10 +89,9 @@ def served(prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[
 
     from freight.server.testing import LocalServer
 
-    cores = os.cpu_count() or 1
     with (
         tempfile.TemporaryDirectory() as tmp,
-        LocalServer(Path(tmp) / "bench.db", engine="local", time_scale=0.0001, workers=cores) as srv,
+        LocalServer(Path(tmp) / "bench.db", engine="local", time_scale=0.0001) as srv,
     ):
         client = anthropic.Anthropic(base_url=srv.base_url, api_key=srv.api_key, max_retries=2, timeout=300)
         client.messages.create(model="m", max_tokens=4, messages=[{"role": "user", "content": "hi"}])  # warm up
@@ -92,7 +99,7 @@ def served(prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[
         batch = client.messages.batches.create(
             requests=[
                 {"custom_id": f"doc-{i}", "params": {
-                    "model": "smollm2-135m", "max_tokens": max_tokens, "temperature": 0,
+                    "model": "smollm2-135m", "max_tokens": max_tokens,
                     "messages": [{"role": "user", "content": p}],
                     "output_config": {"format": {"type": "json_schema", "schema": schema}}}}
                 for i, p in enumerate(prompts)
@@ -102,40 +109,54 @@ def served(prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[
             time.sleep(0.05)
         results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
         elapsed = time.perf_counter() - start
-    tokens, replies = 0, []
+    tokens, texts, cut = 0, [], 0
     for i in range(len(prompts)):
         result = results[f"doc-{i}"]
         if result.type == "succeeded":
             tokens += result.message.usage.output_tokens
-            replies.append(parse(result.message.content[0].text))  # type: ignore[union-attr]
+            cut += result.message.stop_reason == "max_tokens"
+            texts.append(result.message.content[0].text)  # type: ignore[union-attr]
         else:
-            replies.append(None)
-    return {"elapsed": elapsed, "tokens": tokens, "n": len(prompts), "replies": replies, "workers": cores}
+            texts.append("")
+    return {"elapsed": elapsed, "tokens": tokens, "texts": texts, "workers": srv.workers, "cut": cut}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=6, help="invoices to send per configuration")
-    parser.add_argument("--max-tokens", type=int, default=320)
+    parser.add_argument("--n", type=int, default=30, help="invoices to send per layout (the example has 30)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    parser.add_argument("--layouts", default="per-corex1,sharedx1,sharedx8,per-corex4,serve")
     args = parser.parse_args()
-    prompts, schema, expected = load(args.n)
-    print(f"{args.n} invoices, max_tokens {args.max_tokens}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
-    rows = {
-        "direct/per-worker": direct("per-worker", prompts, schema, args.max_tokens),
-        "direct/shared": direct("shared", prompts, schema, args.max_tokens),
-        "serve/batch": served(prompts, schema, args.max_tokens),
-    }
-    base = rows["direct/per-worker"]
-    head = ("how", "workers", "seconds", "out tok", "tok/s", "req/min", "vs direct", "fields ok")
-    print(f"{head[0]:<20}" + "".join(f"{h:>{w}}" for h, w in zip(head[1:], (8, 9, 9, 8, 9, 11, 11), strict=True)))
-    for name, r in rows.items():
-        tps = r["tokens"] / r["elapsed"]
-        rpm = r["n"] / r["elapsed"] * 60
-        ratio = r["elapsed"] / base["elapsed"]
-        ok = right_fields(r["replies"], expected)
-        print(
-            f"{name:<20}{r['workers']:>8}{r['elapsed']:>9.1f}{r['tokens']:>9}{tps:>8.1f}{rpm:>9.1f}{ratio:>10.2f}x{ok:>10.0%}"
+    ids, prompts, schema = load(args.n)
+    expected = {k: v for k, v in check.expected_by_id().items() if k in ids}
+    print(f"{len(ids)} invoices, max_tokens {args.max_tokens}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    head = ("layout", "seqs", "seconds", "out tok", "tok/s", "req/min", "cut", "fields ok", "same replies")
+    widths = (12, 6, 9, 9, 8, 9, 5, 14, 14)
+    print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(head, widths, strict=True))))
+    first: list[str] | None = None
+    for layout in args.layouts.split(","):
+        r = (
+            served(prompts, schema, args.max_tokens)
+            if layout == "serve"
+            else direct(layout, prompts, schema, args.max_tokens)
         )
+        right, total = check.field_accuracy(dict(zip(ids, map(parse, r["texts"]), strict=True)), expected)
+        first = first if first is not None else r["texts"]
+        same = (
+            "yes"
+            if r["texts"] == first
+            else f"{sum(a == b for a, b in zip(r['texts'], first, strict=True))}/{len(ids)}"
+        )
+        rate, per_minute = r["tokens"] / r["elapsed"], len(ids) / r["elapsed"] * 60
+        fields = f"{right / total:.0%} ({right}/{total})"
+        cells = (layout, r["workers"], f"{r['elapsed']:.1f}", r["tokens"], f"{rate:.1f}", f"{per_minute:.1f}", r["cut"])
+        cells += (fields, same)
+        print(
+            "".join(
+                f"{c!s:<{w}}" if i == 0 else f"{c!s:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+        sys.stdout.flush()
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -42,6 +42,7 @@ def test_a_failing_prompt_is_stopped_before_any_batch_and_a_fixed_one_runs(tmp_p
     code, out = _cli(tmp_path, server, "run", str(docs), "--prompt", str(tmp_path / "bad.txt"), *common)
     assert code == 1, out
     assert "first-pass success: 0/8 (0%)" in out
+    assert "projected final success: 0/8 (0%), which is BELOW the gate of 90%" in out
     assert "the reply is not valid JSON" in out  # each failure with its reason
     assert "nothing was submitted" in out and "is stopped" in out
     records = server.records()
@@ -151,9 +152,81 @@ def test_an_unpriced_model_is_said_to_be_unpriced_and_the_gate_exits_non_zero(
     args += ["--allow-unpriced"]
     code, out = _cli(tmp_path, server, *args, "--size", "10", "--model", "mystery-model", "--min-first-pass", "0.95")
     assert code == 1, out
-    assert "first-pass success: 9/10 (90%), which is BELOW the gate of 95%" in out
+    assert "first-pass success: 9/10 (90%)" in out
+    # Not valid JSON is the prompt's failure: nothing the run does by itself repairs it.
+    assert "projected final success: 9/10 (90%), which is BELOW the gate of 95%" in out
+    assert "retries the run makes itself" not in out
     assert "about 100 retries" in out
     assert "full run cost: unknown" in out and "mystery-model" in out and "costing unknown" in out
     assert "$0" not in out
     failed = out.splitlines()[out.splitlines().index("failed (1):") + 1 :]
     assert failed[0].startswith("  validation_failed: the reply is not valid JSON") and failed[1].strip() == "doc-0999"
+
+
+DATED = {
+    "type": "object",
+    "properties": {
+        "vendor": {"type": "string"},
+        "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        "total": {"type": "number"},
+    },
+    "required": ["vendor", "date", "total"],
+}
+
+
+def _dated_corpus(tmp_path: Path) -> tuple[Path, Path]:
+    texts = {
+        f"inv-{i:03d}": f"vendor: Vendor {i}\ndate: 2024-03-{1 + i % 28:02d}\ntotal: {i}.50\nPlease pay soon."
+        for i in range(60)
+    }
+    schema = tmp_path / "dated.json"
+    schema.write_text(json.dumps(DATED))
+    return write_folder(tmp_path / "dated", texts), schema
+
+
+def test_a_prompt_whose_replies_break_the_schema_is_stopped(tmp_path: Path, server: LocalServer) -> None:
+    """A genuinely bad prompt, no fault marker: its own form line `date: ...` is what the model copies (the scripted
+    engine takes a field's value from the first `field: value` line it reads), so every date breaks the schema's
+    YYYY-MM-DD pattern. A retry of the same prompt cannot repair that: the gate stops it."""
+    docs, schema = _dated_corpus(tmp_path)
+    bad = tmp_path / "form.txt"
+    bad.write_text("Fill in this form from the invoice.\ndate: the date as the invoice writes it\n\n{document}")
+    code, out = _cli(tmp_path, server, "run", str(docs), "--prompt", str(bad), "--schema", str(schema),
+                     "--model", "scripted", "--poll-interval", "0.05")  # fmt: skip
+    assert code == 1, out
+    assert "first-pass success: 0/8 (0%)" in out
+    assert "projected final success: 0/8 (0%), which is BELOW the gate of 90%" in out
+    assert "the reply does not match the schema at date: 'the date as the invoice writes it' does not match" in out
+    assert "nothing was submitted" in out and "the prompt fails on its own" in out
+    assert [r for r in server.records() if r["batch_id"]] == []
+
+    good = tmp_path / "good.txt"
+    good.write_text("Extract the vendor, the date (YYYY-MM-DD) and the total.\n\n{document}")
+    code, out = _cli(tmp_path, server, "run", str(docs), "--prompt", str(good), "--schema", str(schema),
+                     "--model", "scripted", "--poll-interval", "0.05")  # fmt: skip
+    assert code == 0, out
+    assert "60 documents, 60 succeeded, 0 failed" in out
+
+
+def test_replies_cut_off_at_max_tokens_are_retries_not_a_bad_prompt(tmp_path: Path, server: LocalServer) -> None:
+    """A third of the vendors have long names: their replies run past --max-tokens 20 (the scripted engine counts a
+    token per 4 characters). The sample's first pass is below 90 %, but each cut-off reply is a retry the run makes
+    itself with max_tokens doubled, so the gate lets the job run, says why, and every document ends succeeded."""
+    long_name = "Long Named Holdings " * 4
+    texts = {
+        f"inv-{i:03d}": f"vendor: {long_name if i % 3 == 0 else ''}Vendor {i}\ntotal: {i}.50\nPay soon."
+        for i in range(60)
+    }
+    docs = write_folder(tmp_path / "docs", texts)
+    (tmp_path / "good.txt").write_text(GOOD_PROMPT)
+    args = ["run", str(docs), "--prompt", str(tmp_path / "good.txt"), "--schema", str(write_schema(tmp_path))]
+    args += ["--model", "scripted", "--max-tokens", "20", "--poll-interval", "0.05"]
+    code, out = _cli(tmp_path, server, *args)
+    assert code == 0, out
+    first = next(line for line in out.splitlines() if line.startswith("first-pass success: "))
+    ok = int(first.split()[2].split("/")[0])
+    assert 0 < ok < 8, out  # the longest document is always sampled, and it is cut off
+    assert f"retries the run makes itself (not held against the prompt): raise_max_tokens {8 - ok}" in out
+    assert "projected final success: 8/8 (100%), which passes the gate of 90%" in out
+    assert "60 documents, 60 succeeded, 0 failed" in out
+    assert "retries by fix: raise_max_tokens 20" in out  # every long-named vendor, retried once

@@ -199,14 +199,17 @@ def test_batch_stuck_in_finalizing(faulty: LocalServer) -> None:
 
 
 def test_batch_stuck_in_canceling(tmp_path: Path) -> None:
-    # A slower clock (0.3 s queue) so the cancel surely lands before the batch could end; stuck for 1 s more.
-    with LocalServer(tmp_path / "s.db", time_scale=0.01, faults="stuck_canceling=100") as srv:
+    # A slow clock: the batch queues for 3.5 s before any request runs, so the cancel, sent right after the create,
+    # lands first even on a loaded machine. Canceling normally takes 1 s here; stuck_canceling adds 1 s. Only lower
+    # bounds on time are asserted: a slow machine makes waits longer, never shorter.
+    with LocalServer(tmp_path / "s.db", time_scale=0.1, faults="stuck_canceling=10") as srv:
         claude, _ = clients(srv)
         batch = claude.messages.batches.create(requests=[a_request(f"r{i}", "x") for i in range(3)])
-        claude.messages.batches.cancel(batch.id)
-        time.sleep(0.6)
-        assert claude.messages.batches.retrieve(batch.id).processing_status == "canceling"
-        assert wait_anthropic(claude, batch.id).request_counts.canceled == 3
+        start = time.monotonic()
+        assert claude.messages.batches.cancel(batch.id).processing_status == "canceling"
+        ended = wait_anthropic(claude, batch.id)
+        assert time.monotonic() - start >= 1.9  # 10 s to cancel + 10 s stuck, at 0.1
+        assert ended.request_counts.canceled == 3
 
 
 @pytest.mark.parametrize("faulty", ["drop_results=1"], indirect=True)

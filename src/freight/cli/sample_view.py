@@ -9,13 +9,13 @@ from typing import Any
 
 from freight.runner.accuracy import render_accuracy
 from freight.runner.report import money
+from freight.runner.sample import gate_lines
 
 # --- one run ------------------------------------------------------------------------------------------------------
 
 
 def render_sample(report: dict[str, Any]) -> str:
     rate = report["first_pass_rate"]
-    ok = sum(r["ok"] for r in report["results"])
     lines = [
         f"sample #{report.get('sample_id', '?')}: {report['size']} of {report['documents']:,} documents "
         f"(seed {report['seed']}), prompt version {report['prompt_version']}, model {report['model']}",
@@ -25,12 +25,7 @@ def render_sample(report: dict[str, Any]) -> str:
         lines.append(f"  {mark} {r['doc_id']}  {r['chars']:,} chars  {r['signature']}  <- {'; '.join(r['why'])}")
     for gap in report["uncovered"]:
         lines.append(f"  not represented (raise --size): {gap}")
-    # The first-pass verdict alone: a sample stopped by --min-accuracy still says its rate passed.
-    verdict = "passes" if rate >= report["min_first_pass"] else "is BELOW"
-    lines.append(
-        f"first-pass success: {ok}/{report['size']} ({rate:.0%}), which {verdict} the gate of "
-        f"{report['min_first_pass']:.0%}"
-    )
+    lines += gate_lines(report)
     lines += _failures(report["failures"])
     retries = report["retries"]
     lines.append(
@@ -63,7 +58,7 @@ def render_sample(report: dict[str, Any]) -> str:
 # What a failure of the sample means for the prompt, by kind: the next thing to try.
 HINTS = {
     "validation_failed": "make the prompt ask for exactly the JSON the schema describes",
-    "truncated": "the reply hit max_tokens: raise --max-tokens or ask for a shorter answer",
+    "truncated": "the run retries it with max_tokens doubled (raise_max_tokens); a higher --max-tokens saves the retry",
     "context_overflow": "too long for the model: the full run splits it into chunks (one more request each)",
     "invalid_request": "the provider refused the request as built: the batch would refuse it too",
 }

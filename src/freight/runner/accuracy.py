@@ -176,26 +176,17 @@ def gate_message(report: dict[str, Any], opts: Any, job_id: str) -> str:
     max_tokens is a limit to raise, not a prompt to fix; a refusal is the request's, not the prompt's."""
     kinds = [f["kind"] for f in report["failures"]]
     reasons: list[str] = []
-    if report["first_pass_rate"] < report["min_first_pass"]:
-        rate = f"the sample's first-pass rate {report['first_pass_rate']:.0%} is below --min-first-pass " + (
-            f"{report['min_first_pass']:.0%}"
+    final = report.get("final_rate", report["first_pass_rate"])
+    if final < report["min_first_pass"]:
+        rate = (
+            f"the sample's projected final success {final:.0%} (first pass, plus the retries the run makes itself) "
+            f"is below --min-first-pass {report['min_first_pass']:.0%}"
         )
-        truncated = kinds.count("truncated")
         refused = sum(k in ("invalid_request", "auth", "not_found") for k in kinds)
-        if kinds and truncated == len(kinds):
-            reasons.append(
-                f"{rate}: every failure is a reply cut at --max-tokens {opts.max_tokens}, so raise it "
-                f"(e.g. --max-tokens {opts.max_tokens * 2}); the prompt is not the problem"
-            )
-        elif kinds and refused == len(kinds):
+        if kinds and refused == len(kinds):
             reasons.append(f"{rate}: the provider refused the requests (listed above): check --model and the request")
-        elif truncated:
-            reasons.append(
-                f"{rate}: {truncated} replies were cut at --max-tokens {opts.max_tokens} (raise it) and "
-                f"{len(kinds) - truncated} failed otherwise: fix the prompt for those (listed above)"
-            )
         else:
-            reasons.append(f"{rate}: fix the prompt (the failures are listed above)")
+            reasons.append(f"{rate}: the prompt fails on its own, not by chance; fix it (failures listed above)")
     acc = report.get("accuracy")
     if acc and report.get("min_accuracy") is not None and (acc["accuracy"] or 0) < report["min_accuracy"]:
         worst = sorted(acc["per_field"].items(), key=lambda kv: kv[1]["accuracy"])[:3]
