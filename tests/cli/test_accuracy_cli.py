@@ -89,17 +89,21 @@ def test_run_reports_accuracy_and_the_gate_says_why(tmp_path: Path, server: Loca
     assert "accuracy against" in out and "4/6 fields right (67%)" in out
 
 
-def test_a_truncating_sample_is_told_to_raise_max_tokens_not_to_fix_the_prompt(
-    tmp_path: Path, server: LocalServer, corpus: Path
-) -> None:
+def test_a_truncating_sample_is_not_held_against_the_prompt(tmp_path: Path, server: LocalServer, corpus: Path) -> None:
+    """Replies cut at max_tokens are retries the run makes itself (raise_max_tokens): the gate lets the job through,
+    says so, and never tells the user to fix the prompt."""
     for doc_id in DOCS:
         (corpus / f"{doc_id}.txt").write_text(f"vendor: V\ntotal: 1\n[[fault:tokens=500:always#{doc_id}]]\n")
     args = ["run", str(corpus), "--prompt-text", "Extract.\n{document}", "-s", str(tmp_path / "schema.json")]
     code, out = freight(
-        tmp_path, server, *args, "-m", "scripted", "--max-tokens", "50", "--sample", "--sample-size", "3"
-    )
-    assert code == 1, out
-    assert "every failure is a reply cut at --max-tokens 50, so raise it (e.g. --max-tokens 100)" in out
-    assert "Fix the prompt" not in out and "fix the prompt" not in out
-    assert "-s SCHEMA_FILE -m scripted --max-tokens 50" in out  # the command to check the fix keeps the schema
-    assert not [r for r in server.records() if r["batch_id"]]  # nothing was submitted
+        tmp_path, server, *args, "-m", "scripted", "--max-tokens", "50", "--sample", "--sample-size", "3",
+        "--poll-interval", "0.05", "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "first-pass success: 0/3 (0%)" in out
+    assert "retries the run makes itself (not held against the prompt): raise_max_tokens 3" in out
+    assert "projected final success: 3/3 (100%), which passes the gate of 90%" in out
+    assert "fix the prompt" not in out.lower()
+    sent = {r["custom_id"] for r in server.records() if r["batch_id"]}
+    assert {"inv-1", "inv-1--r1"} <= sent  # submitted, and retried with max_tokens raised
+    assert "raise_max_tokens" in out
