@@ -148,6 +148,8 @@ def test_the_sample_is_in_the_ledger_and_the_cost_is_broken_down_by_fix(
     assert [x["fixes"] for x in lines if x["id"] == "bad-json"] == [["reask"]]
     assert report["saving_usd"] == pytest.approx(report["sync_cost_usd"] - report["cost_usd"], rel=1e-6)
     assert "cost by fix: sample $" in stdout and "first pass $" in stdout and "reask $" in stdout
+    progress = [x for x in err.splitlines() if x.startswith("[")]
+    assert progress[-1].endswith(f"cost ${report['cost_usd']:.4f}")  # the progress display ends where the report does
     status = json.loads(freight("status", report["job"], "--db", db_url, "--json")[1])
     assert status["cost_usd"] == pytest.approx(report["cost_usd"], rel=1e-6)
 

@@ -12,10 +12,10 @@ from freight.server.testing import LocalServer
 from .conftest import batch_records, freight, write_docs, write_schema
 
 
-def test_a_paid_model_name_on_the_embedded_model_is_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_a_paid_model_name_on_the_embedded_model_is_refused_before_anything_runs(tmp_path: Path, db_url: str) -> None:
     docs = write_docs(tmp_path, 3)
     home = tmp_path / "home"
-    db = str(tmp_path / "f.db")
+    db = db_url
     code, out, err = freight(
         "run", str(docs), "--model", "claude-haiku-4-5", "--db", db, env={"FREIGHT_HOME": str(home)}
     )

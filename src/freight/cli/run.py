@@ -42,6 +42,8 @@ def _notice(message: str) -> None:
 def _drive(job: api.Job, poll: float, as_json: bool, labels: Labels | None = None) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
+    # The sample's spend is the job's too: the display's cost ends where the report's does.
+    display.spent_before = sample_spend(job.store, job.job_id)
     try:
         with display:
             report = job.run(on_progress=display, poll_interval=poll)
