@@ -45,7 +45,7 @@ class Figures:
     elapsed: float
 
     @classmethod
-    def of(cls, s: Snapshot, priced: bool = True) -> Figures:
+    def of(cls, s: Snapshot, priced: bool = True, spent_before: float = 0.0) -> Figures:
         done = s.items.get("succeeded", 0)
         failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
         pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
@@ -53,7 +53,7 @@ class Figures:
         rate = finished / s.elapsed if s.elapsed > 0 and finished else None
         eta = pending / rate if rate else None
         by_state = Counter(state for _, state, _ in s.batches)
-        cost = s.cost_usd if priced else None
+        cost = s.cost_usd + spent_before if priced else None
         return cls(done, failed, pending, done + failed + pending, dict(by_state), rate, eta, cost, s.elapsed)
 
     @property
@@ -111,6 +111,7 @@ class Display:
         self.stream = stream
         self._shown_notes: set[str] = set()
         self.priced: Callable[[], bool] = lambda: True  # the CLI asks the job (a query), never keeps it
+        self.spent_before = 0.0  # what the job spent before the loop (its sample), from the job's log
 
     def __call__(self, snapshot: Snapshot) -> None:
         for message in snapshot.notes:
@@ -153,7 +154,7 @@ class PlainDisplay(Display):
         self._at = 0.0
 
     def update(self, snapshot: Snapshot) -> None:
-        f = Figures.of(snapshot, self.priced())
+        f = Figures.of(snapshot, self.priced(), self.spent_before)
         key = (f.done, f.failed, f.pending, tuple(sorted(f.batches.items())))
         if key == self._last and self.clock() - self._at < self.quiet:
             return
@@ -170,7 +171,7 @@ class JsonDisplay(Display):
         self._last: dict[str, Any] | None = None
 
     def update(self, snapshot: Snapshot) -> None:
-        figures = Figures.of(snapshot, self.priced()).as_dict()
+        figures = Figures.of(snapshot, self.priced(), self.spent_before).as_dict()
         moved = {k: v for k, v in figures.items() if k not in ("elapsed_s", "rate_per_s", "eta_s")}
         if moved == self._last:
             return
@@ -202,7 +203,7 @@ class LiveDisplay(Display):
 
     def update(self, snapshot: Snapshot) -> None:
         self._ensure()
-        self._live.update(render(snapshot, self.priced()), refresh=True)
+        self._live.update(render(snapshot, self.priced(), self.spent_before), refresh=True)
 
     def note(self, message: str) -> None:
         if self._new_note(message):
@@ -215,9 +216,9 @@ class LiveDisplay(Display):
             self._started = False
 
 
-def render(snapshot: Snapshot, priced: bool = True) -> RenderableType:
+def render(snapshot: Snapshot, priced: bool = True, spent_before: float = 0.0) -> RenderableType:
     """The live view of one snapshot: a bar of finished documents, then the figures beneath it."""
-    f = Figures.of(snapshot, priced)
+    f = Figures.of(snapshot, priced, spent_before)
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
         Text(snapshot.job_id, style="bold"),

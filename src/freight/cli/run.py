@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +62,11 @@ def _drive(
 ) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
+    # The sample's spend is the job's too: the display's cost ends where the report's does.
+    display.spent_before = sample_spend(job.store, job.job_id)
     try:
-        spent = sample_spend(job.store, job.job_id)  # the sample's spend, so the display ends where the report does
         with display:
-            report = job.run(
-                on_progress=lambda s: display(replace(s, cost_usd=s.cost_usd + spent)),
-                poll_interval=poll,
-                resubmit_unacknowledged=resubmit_unacknowledged,
-            )
+            report = job.run(on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged)
     except KeyboardInterrupt:
         _detached(job)
     except FreightError as exc:
