@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -272,9 +273,26 @@ def test_a_batch_runs_end_to_end_with_every_planted_outcome(h: Harness) -> None:
     assert ended.counts.model_dump() == {"processing": 0, "succeeded": 3, "errored": 5, "canceled": 0, "expired": 1}
 
 
-def test_a_canceled_batch_ends_with_its_unprocessed_requests_canceled(h: Harness) -> None:
-    requests = [ask(f"c{i}", f"Question {i}") for i in range(400)]  # ~0.6 s of work: time to look and cancel
+@pytest.fixture(params=NAMES)
+def held(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """A server whose engine answers only once the test releases it: a batch cannot end before the test acts."""
+    from runner import held_engine  # tests/runner/held_engine.py, shared with the runner's Ctrl-C tests
+
+    held_engine.install()
+    with LocalServer(tmp_path / "held.db", engine=held_engine.NAME, time_scale=0.005, api_key=KEY) as srv:
+        try:
+            yield Harness(request.param, srv)
+        finally:
+            held_engine.release.set()
+
+
+def test_a_canceled_batch_ends_with_its_unprocessed_requests_canceled(held: Harness) -> None:
+    from runner import held_engine
+
+    h = held
+    requests = [ask(f"c{i}", f"Question {i}") for i in range(40)]
     batch = h.provider.submit_batch(requests)
+    assert held_engine.arrived.wait(60), "the batch never reached the engine"  # in progress, and held there
     with pytest.raises(ProviderError, match="has not ended yet") as early:
         h.provider.iter_results(batch.provider_batch_id)
     assert early.value.kind is ErrorKind.INVALID_REQUEST
@@ -283,7 +301,8 @@ def test_a_canceled_batch_ends_with_its_unprocessed_requests_canceled(h: Harness
     assert canceling.state in (BatchState.CANCELING, BatchState.CANCELED) or (
         h.name == "gemini" and canceling.state is BatchState.IN_PROGRESS
     )
-    assert h.wait(batch.provider_batch_id) is BatchState.CANCELED
+    held_engine.release.set()  # the requests already at the engine finish; the rest are canceled
+    assert h.wait(batch.provider_batch_id, timeout=120) is BatchState.CANCELED
     results = h.results(batch.provider_batch_id)
     assert set(results) == {r.custom_id for r in requests}
     assert all(isinstance(r.outcome, Canceled | Succeeded) for r in results.values())

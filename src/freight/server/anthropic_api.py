@@ -17,7 +17,7 @@ from freight.domain import CUSTOM_ID_PATTERN, BatchState, Errored, ErrorKind, Ou
 from freight.server import anthropic_wire
 from freight.server.batch_rows import get_batch, insert_requests, is_ended, list_page, result_rows
 from freight.server.context import Context
-from freight.server.processor import set_state
+from freight.server.processor import request_cancel
 from freight.server.responses import anthropic_error, dumps, jsonl_stream
 from freight.server.store import batches, requests
 from freight.server.wire import WireError, new_id, rfc3339
@@ -230,18 +230,15 @@ def _cancel(ctx: Context, batch_id: str, base_url: str) -> Response:
     if row is None:
         return _not_found(batch_id)
     state = BatchState(row["state"])
+    ended = anthropic_error(400, "invalid_request_error", f"Batch {batch_id} has already ended; nothing to cancel.")
     if state.terminal:
-        return anthropic_error(400, "invalid_request_error", f"Batch {batch_id} has already ended; nothing to cancel.")
+        return ended
     if state is not BatchState.CANCELING:
         now, cfg = ctx.now(), ctx.config
-        with ctx.store.write() as conn:
-            set_state(
-                conn,
-                row,
-                BatchState.CANCELING,
-                cancel_initiated_at=now,
-                cancel_until=now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling),
-            )
+        until = now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling)
+        state = request_cancel(ctx.store, row["id"], now, until)
+        if state.terminal:  # it ended between the read above and the cancel: as if it had ended before
+            return ended
         ctx.processor.wake()
         row = get_batch(ctx.store, "anthropic", batch_id)
         assert row is not None

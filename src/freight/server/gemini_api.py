@@ -24,7 +24,7 @@ from freight.server.batch_rows import get_batch, insert_requests, list_page, res
 from freight.server.context import Context
 from freight.server.gemini_files import gemini_file, result_item, write_results_file
 from freight.server.openai_files import iter_lines
-from freight.server.processor import set_state
+from freight.server.processor import request_cancel
 from freight.server.responses import dumps
 from freight.server.store import Store, batches, requests
 from freight.server.wire import WireError, new_id
@@ -260,13 +260,9 @@ def _cancel(ctx: Context, batch_id: str) -> Response:
         return gemini_wire.invalid(f"Batch batches/{batch_id} has already ended.", 400, "FAILED_PRECONDITION")
     if state is not BatchState.CANCELING:
         now, cfg = ctx.now(), ctx.config
-        with ctx.store.write() as conn:
-            set_state(
-                conn,
-                row,
-                BatchState.CANCELING,
-                cancel_initiated_at=now,
-                cancel_until=now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling),
-            )
+        until = now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling)
+        state = request_cancel(ctx.store, row["id"], now, until)
+        if state.terminal:  # it ended between the read above and the cancel: as if it had ended before
+            return gemini_wire.invalid(f"Batch batches/{batch_id} has already ended.", 400, "FAILED_PRECONDITION")
         ctx.processor.wake()
     return JSONResponse({})  # google.protobuf.Empty, as the real cancel answers

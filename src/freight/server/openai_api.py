@@ -17,7 +17,7 @@ from freight.server import openai_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page
 from freight.server.context import Context
 from freight.server.openai_files import get_file, iter_lines, write_results_files
-from freight.server.processor import set_state
+from freight.server.processor import request_cancel, set_state
 from freight.server.responses import dumps, openai_error
 from freight.server.store import Store, batches, requests
 from freight.server.wire import WireError, new_id, unix
@@ -331,14 +331,10 @@ def _cancel(ctx: Context, batch_id: str, dialect: str) -> Response:
         return openai_error(400, f"Cannot cancel a batch with status '{_STATUS[state]}'.")
     if state is not BatchState.CANCELING:
         now, cfg = ctx.now(), ctx.config
-        with ctx.store.write() as conn:
-            set_state(
-                conn,
-                row,
-                BatchState.CANCELING,
-                cancel_initiated_at=now,
-                cancel_until=now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling),
-            )
+        until = now + cfg.real(cfg.timings.cancel + cfg.faults.stuck_canceling)
+        state = request_cancel(ctx.store, row["id"], now, until)
+        if state.terminal:  # it ended between the read above and the cancel: as if it had ended before
+            return openai_error(400, f"Cannot cancel a batch with status '{_STATUS[state]}'.")
         ctx.processor.wake()
         row = get_batch(ctx.store, dialect, batch_id)
         assert row is not None

@@ -7,6 +7,7 @@ loses only answers not yet written; at start `running` rows go back to `pending`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -64,9 +65,34 @@ class Dialect(Protocol):
         ...
 
 
+class StaleBatch(Exception):
+    """The batch moved on since it was read (a cancel arrived, or the processor advanced it): nothing was changed."""
+
+
 def set_state(conn: sa.Connection, batch: sa.RowMapping, new: BatchState, **values: Any) -> None:
+    """Move a batch from the state it was read in to `new`, or raise `StaleBatch` (rolling back the caller's
+    transaction) when it is no longer in that state: a compare-and-set, so the processor acting on a row it read
+    before a cancel can never overwrite `canceling` with `in_progress` or `ended`."""
     check_transition(BATCH_TRANSITIONS, BatchState(batch["state"]), new, f"batch {batch['id']}")
-    conn.execute(sa.update(batches).where(batches.c.id == batch["id"]).values(state=new.value, **values))
+    res = conn.execute(
+        sa.update(batches)
+        .where(batches.c.id == batch["id"], batches.c.state == batch["state"])
+        .values(state=new.value, **values)
+    )
+    if res.rowcount != 1:
+        raise StaleBatch(batch["id"])
+
+
+def request_cancel(store: Store, batch_id: str, now: float, until: float) -> BatchState:
+    """Move a batch to canceling unless it has ended meanwhile, deciding on its state as read under the writer lock.
+    Returns the state it is in afterwards (a terminal state: it ended before the cancel; nothing changed)."""
+    with store.write() as conn:
+        batch = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).mappings().one()
+        state = BatchState(batch["state"])
+        if state.terminal or state is BatchState.CANCELING:
+            return state
+        set_state(conn, batch, BatchState.CANCELING, cancel_initiated_at=now, cancel_until=until)
+        return BatchState.CANCELING
 
 
 class Processor:
@@ -125,6 +151,11 @@ class Processor:
             self._advance(batch, now)
 
     def _advance(self, batch: sa.RowMapping, now: float) -> None:
+        # A cancel (or another write) may get there first: the next tick reads the batch as it is now.
+        with contextlib.suppress(StaleBatch):
+            self._advance_from(batch, now)
+
+    def _advance_from(self, batch: sa.RowMapping, now: float) -> None:
         state, bid = BatchState(batch["state"]), batch["id"]
         idle = self._inflight[bid] == 0
         if state in (BatchState.SUBMITTED, BatchState.IN_PROGRESS) and now >= batch["expires_at"]:
