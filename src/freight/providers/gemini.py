@@ -31,7 +31,7 @@ from freight.domain import (
     Result,
     Succeeded,
 )
-from freight.providers.common import check_ended, correlate, decode_lines, line_key, refuse_for_batch
+from freight.providers.common import check_ended, correlate, decode_lines, line_key, refuse_for_batch, with_overflow
 from freight.providers.gemini_wire import (
     batch_of,
     config,
@@ -40,6 +40,7 @@ from freight.providers.gemini_wire import (
     outcome_of_item,
     outcome_of_line,
     outcome_of_response,
+    overflow_counts,
     state_of,
     translate,
     wire_request,
@@ -118,7 +119,7 @@ class GeminiProvider:
             )
         except ProviderError as err:
             if err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_OVERFLOW):
-                return Errored(kind=err.kind, raw_type=err.raw_type, message=str(err))
+                return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
             raise
         return outcome_of_response(response, request.wants_json)
 
@@ -188,7 +189,10 @@ class GeminiProvider:
         dest = job.dest
         if dest is not None and dest.inlined_responses is not None:
             return iter(
-                Result(custom_id=(item.metadata or {}).get("key", ""), outcome=outcome_of_item(item))
+                Result(
+                    custom_id=(item.metadata or {}).get("key", ""),
+                    outcome=with_overflow(outcome_of_item(item), overflow_counts),
+                )
                 for item in dest.inlined_responses
             )
         if dest is None or not dest.file_name:
@@ -200,7 +204,7 @@ class GeminiProvider:
             yield from decode_lines(data.split(b"\n"), id_field="key")
 
         lines = stream_with_retry(open_lines, key=line_key, translate=translate, policy=self.retry)
-        return correlate(lines, outcome_of_line)
+        return correlate(lines, outcome_of_line, overflow_counts)
 
 
 def _implements_the_protocol(adapter: GeminiProvider) -> Provider:
