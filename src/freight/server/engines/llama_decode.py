@@ -12,6 +12,8 @@ vocabulary (49,152 tokens for SmolLM2) at every step. Here:
   generating, plus prompt tokens of sequences being admitted (continuous batching). The weights are read once per
   step for all of them, which is what makes a small model fast on a CPU whose caches cannot hold it. The KV cache is
   not unified: each sequence has its own cells, laid out the same whatever the other sequences are doing.
+  The engine's default is one sequence per context: batched replies were measured not bit-identical to the same
+  request decoded alone, and no faster on 2 busy cores (docs/engines.md).
 - **The grammar checks the sampled token first** (as llama.cpp's own sampler does): the token drawn without the
   grammar is kept when the grammar allows it; only otherwise is the grammar applied to the whole vocabulary and the
   token drawn again. Same distribution, a fraction of the work.
