@@ -188,6 +188,7 @@ class Job:
         min_first_pass: float = 0.9,
         labels: Labels | None = None,
         min_accuracy: float | None = None,
+        on_answer: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any] | None:
         """Before anything is submitted: sample a job not started yet, and stop it when the first-pass rate is below
         `min_first_pass`, or (with `labels`) its field accuracy below `min_accuracy` (raises `SampleGateFailed`,
@@ -205,7 +206,7 @@ class Job:
             self.store.set_job_state(self.job_id, JobState.SAMPLING)
         self.on_notice(f"sampling {size} of {documents} documents first (--no-sample skips this)")
         settings = SampleSettings(size=size, min_first_pass=min_first_pass)
-        report = _run_sample(self.store, self.opts, settings, self._api_key, labels, min_accuracy)
+        report = _run_sample(self.store, self.opts, settings, self._api_key, labels, min_accuracy, on_answer)
         spend = report["spend"]
         for model in spend["unpriced"]:
             self.store.log(self.job_id, "cost.unpriced", model=model, message=f"the sample: no price for {model!r}")
@@ -267,10 +268,11 @@ def _run_sample(
     api_key: str | None,
     labels: Labels | None = None,
     min_accuracy: float | None = None,
+    on_answer: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     try:
         with connect(opts, api_key) as provider:
-            report = run_sample(provider, opts, settings)
+            report = run_sample(provider, opts, settings, on_answer)
     except ValueError as exc:  # the sample's own checks (a size, a seed) on this input
         raise UsageError(str(exc)) from None
     if labels is not None:
@@ -363,6 +365,7 @@ def sample(
     on_notice: Notice = quiet,
     labels: Labels | None = None,
     min_accuracy: float | None = None,
+    on_answer: Callable[[int, int], None] | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run a representative sample synchronously (kept in the store) and return its report: first-pass rate, each
@@ -370,4 +373,4 @@ def sample(
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
     with _opened(db, store) as st:
         settings_ = SampleSettings(size=size, seed=seed, min_first_pass=min_first_pass)
-        return _run_sample(st, opts, settings_, api_key, labels, min_accuracy)
+        return _run_sample(st, opts, settings_, api_key, labels, min_accuracy, on_answer)

@@ -55,6 +55,10 @@ def test_sample_accuracy_its_gate_and_the_compare_grid(tmp_path: Path, server: L
         tmp_path, server, "sample", str(corpus), "--prompt-text", "Extract.\n{document}", *common, *expected
     )
     assert code == 0, out
+    # Piped, the sample's progress is a plain line per answer, in the order the answers came.
+    assert [ln for ln in out.splitlines() if ln.startswith("sampling 3 documents synchronously: ")] == [
+        f"sampling 3 documents synchronously: {i}/3 answered" for i in (1, 2, 3)
+    ]
     assert "first-pass success: 3/3 (100%)" in out  # every reply valid ...
     assert "4/6 fields right (67%) over 3 labelled documents" in out  # ... and a third of the fields wrong
     assert "inv-1: wrong total" in out and "inv-2: wrong vendor" in out

@@ -248,12 +248,20 @@ def display_for(as_json: bool, stream: IO[str] | None = None) -> Display:
 
 
 @contextlib.contextmanager
-def working(message: str, stream: IO[str] | None = None) -> Iterator[None]:
-    """A spinner with `message` while a step with no snapshot runs (the synchronous sample), on a terminal only;
-    piped, the line saying what started is enough."""
+def working(message: str, stream: IO[str] | None = None) -> Iterator[Callable[[int, int], None]]:
+    """While a step with no snapshot runs (the synchronous sample): yields `answered(done, total)`, which on a
+    terminal updates a spinner's line in place ("3/8 answered"), and piped prints a plain line per answer."""
     out = stream or sys.stderr
     if not out.isatty():
-        yield
+
+        def line(done: int, total: int) -> None:
+            print(f"{message}: {done}/{total} answered", file=out, flush=True)
+
+        yield line
         return
-    with Console(file=out).status(message):
-        yield
+    with Console(file=out).status(message) as status:
+
+        def update(done: int, total: int) -> None:
+            status.update(f"{message}: {done}/{total} answered")
+
+        yield update

@@ -244,8 +244,9 @@ def run(
         for event in store.events(job.job_id, kind="note"):
             _notice(f"note: {event['data']['message']}")
         try:
-            with working(f"sampling {sample_size} documents synchronously before submitting anything"):
+            with working(f"sampling {sample_size} documents synchronously before submitting anything") as answered:
                 passed = job.sample_gate(
+                    on_answer=answered,
                     enabled=sample,
                     size=sample_size,
                     min_first_pass=min_first_pass,

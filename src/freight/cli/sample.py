@@ -91,9 +91,10 @@ def sample(
     system_text, schema_obj = read_option_file(system, "--system"), read_schema(schema)
     with open_store(db, create=True) as store:
         try:
-            with working(f"sampling {size} documents synchronously"):
+            with working(f"sampling {size} documents synchronously") as answered:
                 report = api.sample(
                     input,
+                    on_answer=answered,
                     size=size,
                     seed=seed,
                     min_first_pass=min_first_pass,

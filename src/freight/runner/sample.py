@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,12 +91,30 @@ def request_for(opts: RunOptions, doc: Document) -> Request:
     return build_request(opts.template(), custom_id=base_custom_id(doc.doc_id), item_id=doc.doc_id, document=doc.text)
 
 
-def run_sample(provider: Provider, opts: RunOptions, settings: SampleSettings) -> dict[str, Any]:
-    """Choose, send, validate, project. Returns the report (a JSON-ready dict, as it is stored)."""
+def run_sample(
+    provider: Provider,
+    opts: RunOptions,
+    settings: SampleSettings,
+    on_answer: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Choose, send, validate, project. Returns the report (a JSON-ready dict, as it is stored). `on_answer(done,
+    total)` is called as each sampled document is answered, for a progress display."""
     selection, docs = choose(Path(opts.input), settings.size, settings.seed, opts.id_field, opts.text_field)
     requests = [request_for(opts, d) for d in docs]
+    answered = 0
+    lock = threading.Lock()
+
+    def send(request: Request) -> tuple[Succeeded | Errored, ProviderError | None]:
+        nonlocal answered
+        outcome = _send(provider, request)
+        with lock:
+            answered += 1
+            if on_answer is not None:
+                on_answer(answered, len(requests))
+        return outcome
+
     with ThreadPoolExecutor(max(1, min(settings.concurrency, len(requests)))) as pool:
-        sent = list(pool.map(lambda r: _send(provider, r), requests))
+        sent = list(pool.map(send, requests))
     unreachable = [err for _, err in sent if err is not None]
     if unreachable and len(unreachable) == len(sent):
         raise FreightError(
