@@ -189,6 +189,10 @@ def _line_models(path: Path) -> list[str]:
     return list(seen)
 
 
+EMBEDDED_TIME_SCALE = 0.001  # the emulated service's queue (30 s) and finalizing (20 s) take 30 and 20 ms
+EMBEDDED_WINDOW = 30 * 24 * 3600.0  # real seconds: a month, where a provider's 24 h window would be 86 s here
+
+
 @contextlib.contextmanager
 def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
     """The provider adapter for a run. On the embedded model, freight starts its own server (`freight serve`) on
@@ -202,8 +206,16 @@ def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
     home = freight_home()
     home.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(16)
+    # The embedded server's timing is the engine's, not an emulation of a provider's: its queue and finalizing steps
+    # are scaled to milliseconds, and its completion window is made long enough (EMBEDDED_WINDOW) that work a slow
+    # local model has not reached yet waits for it instead of expiring and being computed again.
     with LocalServer(
-        home / f"serve-{opts.engine}.db", engine=opts.engine, time_scale=0.001, api_key=key, subprocess=True
+        home / f"serve-{opts.engine}.db",
+        engine=opts.engine,
+        time_scale=EMBEDDED_TIME_SCALE,
+        faults=f"window={EMBEDDED_WINDOW / EMBEDDED_TIME_SCALE:.0f}",
+        api_key=key,
+        subprocess=True,
     ) as srv:
         try:
             base = srv.url_for(opts.provider)

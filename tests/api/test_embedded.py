@@ -5,9 +5,11 @@ With a key, a model must be named."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from freight.server.testing import LocalServer
+from freight.store import Store
 
 from .conftest import batch_records, freight, write_docs, write_schema
 
@@ -50,6 +52,11 @@ def test_provider_local_runs_on_the_embedded_model_even_with_a_key(tmp_path: Pat
     assert err.splitlines()[0] == "--provider local: running on the embedded local model scripted"
     report = json.loads(out)
     assert report["succeeded"] == 2 and report["endpoint"] == "embedded:scripted" and report["cost_usd"] == 0
+    # The embedded server's window covers the work: its batches expire in weeks, not in a scaled 24 h (86 s), so
+    # requests a slow local model has not reached yet wait for it instead of expiring and being computed again.
+    with Store(str(tmp_path / "f.db")) as store:
+        (batch,) = store.batches(report["job"])
+    assert batch["expires_at"] - batch["submitted_at"] > timedelta(days=7)
 
 
 def test_with_a_key_a_model_must_be_named(tmp_path: Path, server: LocalServer) -> None:
