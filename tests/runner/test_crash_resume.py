@@ -60,7 +60,25 @@ KEY_ENV = {
 def test_sigkill_anywhere_then_resume(
     tmp_path: Path, corpus: Path, server: LocalServer, provider: str, points: list[str]
 ) -> None:
-    db = str(tmp_path / "f.db")
+    _kill_then_resume(tmp_path, corpus, server, provider, points, str(tmp_path / "f.db"))
+
+
+# Inside a page of results (runner/loop.py `_record_page`): killed once a page of outcomes is committed and before
+# any of it is settled, and killed after the page's valid documents are settled in bulk but before the rest (retries
+# to build) are settled one by one. On both databases: the page is one transaction on each.
+PAGE_POINTS = ["ingest.page_recorded", "settle.page:2", "ingest.page_recorded:3", "settle.page:4"]
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_sigkill_inside_a_page_then_resume(
+    tmp_path: Path, corpus: Path, server: LocalServer, provider: str, db_url: str
+) -> None:
+    _kill_then_resume(tmp_path, corpus, server, provider, PAGE_POINTS, db_url)
+
+
+def _kill_then_resume(
+    tmp_path: Path, corpus: Path, server: LocalServer, provider: str, points: list[str], db: str
+) -> None:
     env = {**os.environ, KEY_ENV[provider]: server.api_key}
     run = [
         "run",
@@ -91,6 +109,11 @@ def test_sigkill_anywhere_then_resume(
         done = _freight(run, {**env, "FREIGHT_CRASH_AT": point})
         if done.returncode == -9:
             killed += 1
+            if point.startswith("ingest.page_recorded"):
+                # Killed in the window this point names: the page's outcomes are durable, none of it is settled.
+                with Store(db) as store:
+                    (job,) = store.list_jobs()
+                    assert store.unsettled(job.job_id), f"{point}: no recorded, unsettled outcome was left"
         else:  # the job finished before reaching this point
             assert done.returncode == 0, done.stderr
     assert killed >= min(3, len(points)), "the crash points were not reached: the test would prove nothing"

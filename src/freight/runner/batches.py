@@ -18,6 +18,9 @@ from freight.runner.crash import crashpoint
 from freight.runner.stops import Strikes, unhealable
 from freight.store import Store
 
+# Results are recorded this many at a time: one transaction per page of outcomes (runner/loop.py).
+PAGE = 500
+
 ACTIVE = (
     BatchState.PREPARING,
     BatchState.SUBMITTED,
@@ -41,6 +44,9 @@ class BatchSteps:
         raise NotImplementedError
 
     def _record(self, custom_id: str, outcome: Outcome, *, batch: bool, quiet_duplicate: bool = False) -> None:
+        raise NotImplementedError
+
+    def _record_page(self, page: list[tuple[str, Outcome]], *, batch: bool, quiet_duplicate: bool = False) -> None:
         raise NotImplementedError
 
     def _stop(self, message: str) -> NoReturn:
@@ -141,8 +147,8 @@ class BatchSteps:
             self.store.fail_unsubmitted_batch(local, str(exc))
             if unhealable(exc):  # its requests wait, released, for a resume once the cause is fixed
                 self._stop_on(f"submitting a batch of {len(requests)} requests", exc)
-            for r in requests:
-                self._record(r.custom_id, Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc)), batch=True)
+            failed = Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc))
+            self._record_page([(r.custom_id, failed) for r in requests], batch=True)
             return
         crashpoint("submit.after")
         self.strikes.ok("submit")
@@ -186,14 +192,21 @@ class BatchSteps:
         local, pbid = row["id"], row["provider_batch_id"]
         seen: set[str] = set()
         if row["state"] != BatchState.FAILED.value:
+            page: list[tuple[str, Outcome]] = []
             try:
                 for result in self.provider.iter_results(pbid):
                     if result.custom_id in seen:
                         self.note(f"batch {pbid}: custom_id {result.custom_id} arrived twice; the first was kept")
                         continue
                     seen.add(result.custom_id)
-                    self._record(result.custom_id, result.outcome, batch=True, quiet_duplicate=True)
+                    page.append((result.custom_id, result.outcome))
+                    if len(page) >= PAGE:
+                        self._record_page(page, batch=True, quiet_duplicate=True)
+                        page = []
+                self._record_page(page, batch=True, quiet_duplicate=True)
             except ProviderError as exc:
+                # What was read before the stream dropped is recorded; the rest is read again on the next pass.
+                self._record_page(page, batch=True, quiet_duplicate=True)
                 if unhealable(exc):
                     self._stop_on(f"reading the results of batch {pbid}", exc)
                 if self.strikes.fail(f"results:{pbid}"):
@@ -208,8 +221,9 @@ class BatchSteps:
             unanswered = Errored(
                 kind=ErrorKind.UNKNOWN, raw_type="batch_failed", message=f"the provider failed batch {pbid} as a whole"
             )
-        for r in self.store.requests_where(self.job_id, batch_id=local, state="submitted"):
-            self._record(r["custom_id"], unanswered, batch=True)
+        left = [r["custom_id"] for r in self.store.requests_where(self.job_id, batch_id=local, state="submitted")]
+        for start in range(0, len(left), PAGE):
+            self._record_page([(cid, unanswered) for cid in left[start : start + PAGE]], batch=True)
         crashpoint("ingest.before_mark")
         self.store.mark_ingested(local)
         return True

@@ -36,14 +36,14 @@ from freight.domain import (
     Usage,
 )
 from freight.providers import Provider, ProviderError
-from freight.runner.batches import ACTIVE, BatchSteps
+from freight.runner.batches import ACTIVE, PAGE, BatchSteps
 from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.settle import Settler
 from freight.runner.stops import Strikes, advice
-from freight.store import DuplicateOutcome, JobLease, Store, UnknownRequest
+from freight.store import JobLease, Store
 
 
 @dataclass
@@ -181,8 +181,8 @@ class Runner(BatchSteps):
         self.poll_batches()  # ingest the last ones
         self.settle_unsettled()
         for state in ("created", "submitted"):
-            for r in self.store.requests_in_state(self.job_id, state, limit=1_000_000):
-                self._record(r.custom_id, Canceled(), batch=False)
+            while left := self.store.requests_in_state(self.job_id, state, limit=PAGE):
+                self._record_page([(r.custom_id, Canceled()) for r in left], batch=False)
         for item in list(self.store.iter_items(self.job_id, ItemState.PENDING)):
             self.store.set_item_state(
                 self.job_id,
@@ -218,13 +218,15 @@ class Runner(BatchSteps):
         if not requests:
             return False
         refused: ProviderError | None = None
+        answered: list[tuple[str, Outcome]] = []
         with ThreadPoolExecutor(self.sync_concurrency) as pool:
             for request, outcome in zip(requests, pool.map(self._send, requests), strict=True):
                 if isinstance(outcome, Errored) and outcome.kind is ErrorKind.AUTH:
                     # Not the request's fault: left unanswered, to be sent again once the key is fixed.
                     refused = ProviderError(outcome.kind, outcome.message, raw_type=outcome.raw_type)
                     continue
-                self._record(request.custom_id, outcome, batch=False)
+                answered.append((request.custom_id, outcome))
+        self._record_page(answered, batch=False)
         if refused is not None:
             self._stop_on("sending requests synchronously", refused)
         return True
@@ -238,26 +240,33 @@ class Runner(BatchSteps):
     # --- outcomes -------------------------------------------------------------------------------------------------
 
     def _record(self, custom_id: str, outcome: Outcome, *, batch: bool, quiet_duplicate: bool = False) -> None:
-        """Commit the outcome, then act on it (settle). The order is the durability guarantee."""
-        usage = outcome.usage if isinstance(outcome, Succeeded | Errored) else Usage()
-        cost, sync_cost = self.settler.costs(usage, batch, custom_id)
-        try:
-            self.store.record_outcome(self.job_id, custom_id, outcome, cost_usd=cost, sync_cost_usd=sync_cost)
+        self._record_page([(custom_id, outcome)], batch=batch, quiet_duplicate=quiet_duplicate)
+
+    def _record_page(self, page: list[tuple[str, Outcome]], *, batch: bool, quiet_duplicate: bool = False) -> None:
+        """Commit a page of outcomes in one transaction, then act on them (settle). The order is the durability
+        guarantee: nothing is acted on before its outcome is durable, and a crash in between leaves `done` requests
+        that the next pass settles."""
+        if not page:
+            return
+        usages = [(cid, o.usage if isinstance(o, Succeeded | Errored) else Usage()) for cid, o in page]
+        costs = self.settler.page_costs(usages, batch)
+        taken, refused = self.store.record_outcomes(
+            self.job_id, [(cid, o, *cost) for (cid, o), cost in zip(page, costs, strict=True)]
+        )
+        for _ in taken:
             crashpoint("ingest.recorded")
-        except UnknownRequest as exc:
-            self.note(str(exc))
-            return
-        except DuplicateOutcome:
-            if not quiet_duplicate:
-                self.note(f"custom_id {custom_id} was answered twice; the first answer was kept")
-            return
-        self.settler.settle(custom_id)
-        crashpoint("ingest.settled")
+        crashpoint("ingest.page_recorded")
+        for cid, why in refused:
+            if why == "unknown":
+                self.note(f"job {self.job_id}: a result arrived for custom_id {cid!r}, which it never sent")
+            elif not quiet_duplicate:
+                self.note(f"custom_id {cid} was answered twice; the first answer was kept")
+        self.settler.settle_page(taken)
 
     def settle_unsettled(self) -> bool:
         pending = self.store.unsettled(self.job_id)
-        for cid in pending:
-            self.settler.settle(cid)
+        for start in range(0, len(pending), PAGE):
+            self.settler.settle_page(pending[start : start + PAGE])
         return bool(pending)
 
     # --- batches the provider reports on, and stopping ----------------------------------------------------------

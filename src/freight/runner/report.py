@@ -34,29 +34,30 @@ def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
 
 
 def _item_lines(store: Store, job_id: str, known: bool) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]]]]:
-    """Each line, with what each of its attempts cost by the fix that made it ("first_pass" for the first)."""
-    for item in store.iter_items(job_id):
-        row = store.item_row(job_id, item.item_id)
-        reqs = store.item_requests(job_id, item.item_id)
-        output = row["output"] or {}
-        usage = {
-            k: sum(int(r[k] or 0) for r in reqs)
-            for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
-        }
-        line = {
-            "id": item.item_id,
-            "custom_ids": [r["custom_id"] for r in reqs],
-            "status": item.state.value,
-            "output": output.get("value") if isinstance(output, dict) else output,
-            "metadata": output.get("meta", {}) if isinstance(output, dict) else {},
-            "error": row["error"] if item.state is not ItemState.SUCCEEDED else None,
-            "attempts": len(reqs),
-            "fixes": [r["fix"] for r in reqs if r["fix"]],
-            "first_pass": item.state is ItemState.SUCCEEDED and len(reqs) == 1,
-            "usage": usage,
-            "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6) if known else None,
-        }
-        yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs]
+    """Each line, with what each of its attempts cost by the fix that made it ("first_pass" for the first). Read a
+    page of documents at a time (two queries per 500), never a query per document."""
+    for page in store.item_pages(job_id):
+        for row, reqs in page:
+            state = ItemState(row["state"])
+            output = row["output"] or {}
+            usage = {
+                k: sum(int(r[k] or 0) for r in reqs)
+                for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+            }
+            line = {
+                "id": row["item_id"],
+                "custom_ids": [r["custom_id"] for r in reqs],
+                "status": state.value,
+                "output": output.get("value") if isinstance(output, dict) else output,
+                "metadata": output.get("meta", {}) if isinstance(output, dict) else {},
+                "error": row["error"] if state is not ItemState.SUCCEEDED else None,
+                "attempts": len(reqs),
+                "fixes": [r["fix"] for r in reqs if r["fix"]],
+                "first_pass": state is ItemState.SUCCEEDED and len(reqs) == 1,
+                "usage": usage,
+                "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6) if known else None,
+            }
+            yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs]
 
 
 def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dict[str, Any]:

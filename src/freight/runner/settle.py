@@ -10,12 +10,13 @@ from typing import Any
 from freight.domain import ItemState, JobState, StopReason, Succeeded, Usage
 from freight.providers import Provider
 from freight.runner.chunking import merge_outputs
+from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id, retry_custom_id
 from freight.runner.inputs import input_kind
 from freight.runner.job import RunOptions
 from freight.runner.remediate import Context, failure_of, remedy
 from freight.runner.validate import check
-from freight.store import Store
+from freight.store import Settlement, Store
 
 log = logging.getLogger(__name__)
 _EXAMPLES = 2
@@ -41,6 +42,9 @@ class Settler:
         if custom_id is not None and self._ready_made(""):
             row = self.store.get_request(self.job_id, custom_id)
             model = row["request"].model if row is not None else model
+        return self._priced(model, usage, batch)
+
+    def _priced(self, model: str, usage: Usage, batch: bool) -> tuple[float, float]:
         paid, sync = self.pricer.cost(model, usage, batch), self.pricer.cost(model, usage, False)
         if paid is None or sync is None:
             if model not in self._unpriced:
@@ -48,6 +52,60 @@ class Settler:
                 self.store.log(self.job_id, "cost.unpriced", model=model, message=f"no price for model {model!r}")
             return 0.0, 0.0
         return paid, sync
+
+    def page_costs(self, entries: list[tuple[str, Usage]], batch: bool) -> list[tuple[float, float]]:
+        """`costs` for a page: on ready-made request lines, each request's model is read in one query per page."""
+        models: dict[str, str] = {}
+        if entries and self._ready_made(""):
+            rows = self.store.requests_of(self.job_id, [cid for cid, _ in entries])
+            models = {cid: row["request"].model for cid, row in rows.items()}
+        return [self._priced(models.get(cid, self.opts.model), usage, batch) for cid, usage in entries]
+
+    def settle_page(self, custom_ids: list[str]) -> None:
+        """Settle a page of recorded outcomes. The common case, a whole document whose reply is valid (or whose item
+        is final already), is decided from three queries and written in one transaction (`Store.settle_many`);
+        what needs more (a retry to build, a part to merge, a canceled job, a document twice in the page) is then
+        settled one by one, as `settle` does. A crash between the two leaves those `done`, settled on resume."""
+        if not custom_ids:
+            return
+        rows = self.store.requests_of(self.job_id, custom_ids)
+        found = self.store.outcomes_of(self.job_id, custom_ids)
+        item_rows = self.store.items_of(self.job_id, list({r["item_id"] for r in rows.values()}))
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        canceling = job.state in (JobState.CANCELING, JobState.CANCELED)
+        bulk: list[Settlement] = []
+        later: list[str] = []
+        seen: set[str] = set()
+        for cid in custom_ids:
+            row, outcome = rows.get(cid), found.get(cid)
+            if row is None or outcome is None or row["state"] == "settled":
+                continue
+            item_id = row["item_id"]
+            item = item_rows.get(item_id)
+            if item is None or item_id in seen or row["part"] is not None:
+                later.append(cid)
+                continue
+            if item.state.terminal:
+                bulk.append(Settlement(cid, item_id))
+            elif canceling or not isinstance(outcome, Succeeded) or outcome.stop_reason is StopReason.MAX_TOKENS:
+                later.append(cid)
+                continue
+            else:
+                checked = check(outcome, self.opts.schema)
+                if not checked.ok:
+                    later.append(cid)
+                    continue
+                output = {"value": checked.value, "meta": {}}
+                bulk.append(Settlement(cid, item_id, item_state=ItemState.SUCCEEDED, output=output))
+            seen.add(item_id)
+        self.store.settle_many(self.job_id, bulk)
+        crashpoint("settle.page")
+        for _ in bulk:
+            crashpoint("ingest.settled")
+        for cid in later:
+            self.settle(cid)
+            crashpoint("ingest.settled")
 
     def settle(self, custom_id: str) -> None:
         row = self.store.get_request(self.job_id, custom_id)

@@ -4,12 +4,14 @@ from freight.store.db import default_db, freight_home
 from freight.store.lease import DEFAULT_TTL, Holder, JobLease
 from freight.store.results import Store
 from freight.store.store import DuplicateOutcome, UnknownRequest
+from freight.store.work import Settlement
 
 __all__ = [
     "DEFAULT_TTL",
     "DuplicateOutcome",
     "Holder",
     "JobLease",
+    "Settlement",
     "Store",
     "UnknownRequest",
     "default_db",

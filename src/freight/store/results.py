@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter
 
-from freight.domain import Errored, Outcome, Succeeded
+from freight.domain import Errored, Item, Outcome, Succeeded
 from freight.store.lease import LeaseStore
-from freight.store.schema import outcomes, requests
-from freight.store.store import DuplicateOutcome, UnknownRequest, _now
-from freight.store.work import WorkStore, _request_row
+from freight.store.schema import items, outcomes, requests
+from freight.store.store import DuplicateOutcome, UnknownRequest, _item, _now
+from freight.store.work import _CHUNK, WorkStore, _request_row
 
 _OUTCOME = TypeAdapter[Outcome](Outcome)
 
@@ -74,7 +76,6 @@ class Store(WorkStore, LeaseStore):
         self, job_id: str, custom_id: str, outcome: Outcome, *, cost_usd: float = 0.0, sync_cost_usd: float = 0.0
     ) -> None:
         """Commit one request's outcome. Raises UnknownRequest / DuplicateOutcome rather than taking it silently."""
-        usage = outcome.usage if isinstance(outcome, Succeeded | Errored) else None
         with self.engine.begin() as conn:
             req = conn.execute(
                 sa.select(requests.c.state).where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
@@ -84,26 +85,164 @@ class Store(WorkStore, LeaseStore):
             if req.state in ("done", "settled"):
                 raise DuplicateOutcome(f"job {job_id}: custom_id {custom_id!r} already has an outcome")
             conn.execute(
-                outcomes.insert().values(
-                    job_id=job_id,
-                    custom_id=custom_id,
-                    status=outcome.status,
-                    kind=outcome.kind.value if isinstance(outcome, Errored) else None,
-                    payload=outcome.model_dump(mode="json"),
-                    input_tokens=usage.input_tokens if usage else 0,
-                    output_tokens=usage.output_tokens if usage else 0,
-                    cache_write_tokens=usage.cache_write_tokens if usage else 0,
-                    cache_read_tokens=usage.cache_read_tokens if usage else 0,
-                    cost_usd=cost_usd,
-                    sync_cost_usd=sync_cost_usd,
-                    recorded_at=_now(),
-                )
+                outcomes.insert().values(**_outcome_row(job_id, custom_id, outcome, cost_usd, sync_cost_usd, _now()))
             )
             conn.execute(
                 requests.update()
                 .where(requests.c.job_id == job_id, requests.c.custom_id == custom_id)
                 .values(state="done")
             )
+
+    def record_outcomes(
+        self, job_id: str, entries: Sequence[tuple[str, Outcome, float, float]]
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Commit a page of outcomes, (custom_id, outcome, cost, sync cost) each, in one transaction: one query for
+        the requests' states, one executemany of outcomes, one update. An unknown custom_id, one answered already,
+        or one repeated within the page is not taken: it comes back in the second list, (custom_id, "unknown" |
+        "duplicate"), with the rest of the page recorded. The primary key of `outcomes` still enforces "exactly one
+        outcome": should a row slip past the check (another writer), the page is taken one row at a time instead.
+        Returns (the custom_ids recorded, the ones refused)."""
+        ids = list(dict.fromkeys(cid for cid, *_ in entries))
+        try:
+            with self.engine.begin() as conn:
+                states: dict[str, str] = {}
+                for start in range(0, len(ids), _CHUNK):
+                    states.update(
+                        conn.execute(
+                            sa.select(requests.c.custom_id, requests.c.state).where(
+                                requests.c.job_id == job_id, requests.c.custom_id.in_(ids[start : start + _CHUNK])
+                            )
+                        ).all()
+                    )
+                taken: list[str] = []
+                refused: list[tuple[str, str]] = []
+                rows: list[dict[str, Any]] = []
+                now = _now()
+                for cid, outcome, cost, sync_cost in entries:
+                    state = states.get(cid)
+                    if state is None:
+                        refused.append((cid, "unknown"))
+                        continue
+                    if state in ("done", "settled"):
+                        refused.append((cid, "duplicate"))
+                        continue
+                    states[cid] = "done"  # a second answer later in the same page is a duplicate
+                    taken.append(cid)
+                    rows.append(_outcome_row(job_id, cid, outcome, cost, sync_cost, now))
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(outcomes.insert(), rows[start : start + _CHUNK])
+                for start in range(0, len(taken), _CHUNK):
+                    conn.execute(
+                        requests.update()
+                        .where(requests.c.job_id == job_id, requests.c.custom_id.in_(taken[start : start + _CHUNK]))
+                        .values(state="done")
+                    )
+            return taken, refused
+        except sa.exc.IntegrityError:
+            return self._record_one_by_one(job_id, entries)
+
+    def _record_one_by_one(
+        self, job_id: str, entries: Sequence[tuple[str, Outcome, float, float]]
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        taken: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for cid, outcome, cost, sync_cost in entries:
+            try:
+                self.record_outcome(job_id, cid, outcome, cost_usd=cost, sync_cost_usd=sync_cost)
+                taken.append(cid)
+            except UnknownRequest:
+                refused.append((cid, "unknown"))
+            except (DuplicateOutcome, sa.exc.IntegrityError):
+                refused.append((cid, "duplicate"))
+        return taken, refused
+
+    def outcomes_of(self, job_id: str, custom_ids: Sequence[str]) -> dict[str, Outcome]:
+        """The outcomes of a page of requests, in one query per 500."""
+        found: dict[str, Outcome] = {}
+        with self._read() as conn:
+            for start in range(0, len(custom_ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(outcomes.c.custom_id, outcomes.c.payload).where(
+                        outcomes.c.job_id == job_id, outcomes.c.custom_id.in_(custom_ids[start : start + _CHUNK])
+                    )
+                ).all()
+                found.update({cid: _OUTCOME.validate_python(p) for cid, p in rows})
+        return found
+
+    def requests_of(self, job_id: str, custom_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`get_request` for a page of custom_ids, in one query per 500."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._read() as conn:
+            for start in range(0, len(custom_ids), _CHUNK):
+                rows = (
+                    conn.execute(
+                        requests.select().where(
+                            requests.c.job_id == job_id, requests.c.custom_id.in_(custom_ids[start : start + _CHUNK])
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                found.update({r["custom_id"]: _request_row(r) for r in rows})
+        return found
+
+    def items_of(self, job_id: str, item_ids: Sequence[str]) -> dict[str, Item]:
+        """`get_item` for a page of item ids, in one query per 500."""
+        found: dict[str, Item] = {}
+        with self._read() as conn:
+            for start in range(0, len(item_ids), _CHUNK):
+                rows = (
+                    conn.execute(
+                        items.select().where(
+                            items.c.job_id == job_id, items.c.item_id.in_(item_ids[start : start + _CHUNK])
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                found.update({r["item_id"]: _item(r) for r in rows})
+        return found
+
+    def item_pages(self, job_id: str) -> Iterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Every item in input order, a page at a time, each with its requests (oldest first) and their outcomes'
+        tokens and cost: two queries per page of 500 items, whatever the number of documents."""
+        last = -1
+        while True:
+            with self._read() as conn:
+                page = [
+                    dict(r)
+                    for r in conn.execute(
+                        items.select()
+                        .where(items.c.job_id == job_id, items.c.seq > last)
+                        .order_by(items.c.seq)
+                        .limit(_CHUNK)
+                    ).mappings()
+                ]
+                if not page:
+                    return
+                reqs = conn.execute(
+                    sa.select(
+                        requests.c.item_id,
+                        requests.c.custom_id,
+                        requests.c.fix,
+                        outcomes.c.input_tokens,
+                        outcomes.c.output_tokens,
+                        outcomes.c.cache_write_tokens,
+                        outcomes.c.cache_read_tokens,
+                        outcomes.c.cost_usd,
+                    )
+                    .outerjoin(
+                        outcomes,
+                        sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id),
+                    )
+                    .where(requests.c.job_id == job_id, requests.c.item_id.in_([r["item_id"] for r in page]))
+                    .order_by(requests.c.created_at, requests.c.custom_id)
+                ).mappings()
+                by_item: dict[str, list[dict[str, Any]]] = {}
+                for r in reqs:
+                    by_item.setdefault(r["item_id"], []).append(dict(r))
+            yield [(row, by_item.get(row["item_id"], [])) for row in page]
+            last = page[-1]["seq"]
 
     def get_outcome(self, job_id: str, custom_id: str) -> Outcome | None:
         with self._read() as conn:
@@ -133,3 +272,23 @@ class Store(WorkStore, LeaseStore):
                 .one()
             )
         return {k: float(v) for k, v in row.items()}
+
+
+def _outcome_row(
+    job_id: str, custom_id: str, outcome: Outcome, cost: float, sync_cost: float, now: datetime
+) -> dict[str, Any]:
+    usage = outcome.usage if isinstance(outcome, Succeeded | Errored) else None
+    return dict(
+        job_id=job_id,
+        custom_id=custom_id,
+        status=outcome.status,
+        kind=outcome.kind.value if isinstance(outcome, Errored) else None,
+        payload=outcome.model_dump(mode="json"),
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        cache_read_tokens=usage.cache_read_tokens if usage else 0,
+        cost_usd=cost,
+        sync_cost_usd=sync_cost,
+        recorded_at=now,
+    )

@@ -8,6 +8,7 @@ is durable before anything acts on it, and a crash between them leaves a `done` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter
 
 from freight.domain import (
     BATCH_TRANSITIONS,
+    ITEM_TRANSITIONS,
     Batch,
     BatchState,
     FreightError,
@@ -32,6 +34,19 @@ _CHUNK = 500
 
 # (part index, number of parts, chunk group) of a request that is one chunk of a split document.
 Part = tuple[int, int, str]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What acting on one outcome does (see `WorkStore.settle`): for `settle_many`."""
+
+    custom_id: str
+    item_id: str
+    item_state: ItemState | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    retries: Sequence[Request] = ()
+    parts: dict[str, Part] | None = None
 
 
 class WorkStore(StoreBase):
@@ -52,12 +67,13 @@ class WorkStore(StoreBase):
     def _insert_requests(
         self, conn: sa.Connection, job_id: str, reqs: Iterable[Request], mode: str, parts: dict[str, Part]
     ) -> None:
+        """One executemany per page of requests, and one state change per page of items (not a statement each)."""
         now = _now()
-        moved: set[str] = set()
+        rows: list[dict[str, Any]] = []
         for r in reqs:
             part = parts.get(r.custom_id)
-            conn.execute(
-                requests.insert().values(
+            rows.append(
+                dict(
                     job_id=job_id,
                     custom_id=r.custom_id,
                     item_id=r.item_id or "",
@@ -73,13 +89,68 @@ class WorkStore(StoreBase):
                     created_at=now,
                 )
             )
-            if r.item_id and r.item_id not in moved:
-                row = conn.execute(
-                    sa.select(items.c.state).where(items.c.job_id == job_id, items.c.item_id == r.item_id)
-                ).first()
-                if row is not None and row.state != ItemState.IN_FLIGHT.value:
-                    self._set_item_state(conn, job_id, r.item_id, ItemState.IN_FLIGHT)
-                moved.add(r.item_id)
+        if not rows:
+            return
+        for start in range(0, len(rows), _CHUNK):
+            conn.execute(requests.insert(), rows[start : start + _CHUNK])
+        item_ids = list(dict.fromkeys(r["item_id"] for r in rows if r["item_id"]))
+        self._move_items(conn, job_id, {i: ItemState.IN_FLIGHT for i in item_ids})
+
+    def _move_items(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        moves: dict[str, ItemState],
+        outputs: dict[str, Any] | None = None,
+        errors: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Move many items at once, each checked against the transition table as `_set_item_state` does; items
+        already in their new state (with nothing to write) are left alone."""
+        outputs, errors = outputs or {}, errors or {}
+        ids = list(moves)
+        now = _now()
+        changes: list[dict[str, Any]] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            current = dict(
+                conn.execute(
+                    sa.select(items.c.item_id, items.c.state).where(
+                        items.c.job_id == job_id, items.c.item_id.in_(chunk)
+                    )
+                ).all()
+            )
+            for item_id in chunk:
+                if item_id not in current:  # a ready-made request line whose item row is gone: nothing to move
+                    continue
+                new = moves[item_id]
+                check_transition(ITEM_TRANSITIONS, ItemState(current[item_id]), new, f"item {item_id}")
+                if current[item_id] == new.value and item_id not in outputs and item_id not in errors:
+                    continue
+                changes.append(
+                    {
+                        "k_item": item_id,
+                        "v_state": new.value,
+                        "v_updated_at": now,
+                        "v_output": outputs.get(item_id),
+                        "v_error": errors.get(item_id),
+                    }
+                )
+        # Each kind of change is its own executemany: a None output must not overwrite one already written.
+        for has_output, has_error in ((False, False), (True, False), (False, True), (True, True)):
+            group = [
+                c
+                for c in changes
+                if (c["v_output"] is not None) == has_output and (c["v_error"] is not None) == has_error
+            ]
+            if not group:
+                continue
+            cols = ["state", "updated_at"] + ["output"] * has_output + ["error"] * has_error
+            conn.execute(
+                items.update()
+                .where(items.c.job_id == job_id, items.c.item_id == sa.bindparam("k_item"))
+                .values({c: sa.bindparam(f"v_{c}") for c in cols}),
+                [{k: c[k] for k in ("k_item", *(f"v_{n}" for n in cols))} for c in group],
+            )
 
     def settle(
         self,
@@ -110,6 +181,53 @@ class WorkStore(StoreBase):
             if item_state is not None:
                 self._set_item_state(conn, job_id, row.item_id, item_state, output=output, error=error)
         return True
+
+    def settle_many(self, job_id: str, settlements: Sequence[Settlement]) -> int:
+        """`settle` for a page of outcomes, in one transaction with set-based statements: the requests become
+        settled, their retries are recorded, their items move. A request settled already is skipped (idempotent, as
+        `settle`); one without an outcome raises and nothing of the page is taken. Returns how many were settled.
+        An item must appear at most once in a page: the caller settles the others one by one."""
+        by_id = {s.custom_id: s for s in settlements}
+        ids = list(by_id)
+        with self.engine.begin() as conn:
+            states: dict[str, tuple[str, str]] = {}
+            for start in range(0, len(ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(requests.c.custom_id, requests.c.state, requests.c.mode).where(
+                        requests.c.job_id == job_id, requests.c.custom_id.in_(ids[start : start + _CHUNK])
+                    )
+                ).all()
+                states.update({cid: (state, mode) for cid, state, mode in rows})
+            todo: list[Settlement] = []
+            for cid in ids:
+                if cid not in states:
+                    raise UnknownRequest(f"job {job_id}: no request {cid!r} to settle")
+                state, _ = states[cid]
+                if state == "settled":
+                    continue
+                if state != "done":
+                    raise FreightError(f"job {job_id}: request {cid!r} has no outcome yet ({state})")
+                todo.append(by_id[cid])
+            done = [s.custom_id for s in todo]
+            for start in range(0, len(done), _CHUNK):
+                conn.execute(
+                    requests.update()
+                    .where(requests.c.job_id == job_id, requests.c.custom_id.in_(done[start : start + _CHUNK]))
+                    .values(state="settled")
+                )
+            for mode in ("batch", "sync"):
+                retries = [r for s in todo if states[s.custom_id][1] == mode for r in s.retries]
+                parts = {k: v for s in todo if states[s.custom_id][1] == mode for k, v in (s.parts or {}).items()}
+                self._insert_requests(conn, job_id, retries, mode, parts)
+            moves = [s for s in todo if s.item_state is not None]
+            self._move_items(
+                conn,
+                job_id,
+                {s.item_id: s.item_state for s in moves if s.item_state is not None},
+                outputs={s.item_id: s.output for s in moves if s.output is not None},
+                errors={s.item_id: s.error for s in moves if s.error is not None},
+            )
+        return len(todo)
 
     def unsettled(self, job_id: str) -> list[str]:
         """custom_ids whose outcome is recorded but not yet acted on (a run stopped between the two)."""

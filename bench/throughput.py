@@ -1,0 +1,183 @@
+"""freight's overhead against the bare SDK, on the same server and the same prompts.
+
+    python bench/throughput.py [--n 10000] [--provider anthropic|openai] [--max-tokens 64]
+
+Each client gets a fresh `freight serve --engine scripted --time-scale 0.0001 --faults window=1000000000` (a window
+that never closes) in its own process, and a fresh store:
+  bare SDK     one `batches.create` of all N requests (OpenAI: one uploaded file), poll every 0.5 s, stream results
+  freight run  N generated documents (a JSONL), `--no-sample --poll-interval 0.5`, model claude-haiku-4-5 (OpenAI:
+               gpt-4o-mini), both priced, so the cost path is measured too
+and prints wall time, the ratio to the bare SDK, freight's peak RSS (from getrusage of the finished child) and
+freight's time by phase, read from the job's events in its store. The server is the same for both clients, so the
+difference is freight's own work. The machine's other load moves these figures: compare runs made side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from freight.server.testing import LocalServer
+from freight.store import Store
+
+MODELS = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4o-mini"}
+KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+PROMPT = "Reply with one short sentence about this note.\n\n{document}"
+
+
+def text(i: int) -> str:
+    return f"Note {i}: the shipment for order {i * 7919 % 100003} left the warehouse on day {i % 365}."
+
+
+def server(root: Path, name: str) -> LocalServer:
+    return LocalServer(
+        root / f"serve-{name}.db", time_scale=0.0001, faults="window=1000000000", subprocess=True, workers=4
+    )
+
+
+def bare_anthropic(srv: LocalServer, n: int, max_tokens: int) -> float:
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=srv.api_key, base_url=srv.base_url, max_retries=0)
+    t0 = time.monotonic()
+    batch = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": f"doc-{i:06d}",
+                "params": {
+                    "model": MODELS["anthropic"],
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": PROMPT.replace("{document}", text(i))}],
+                },
+            }
+            for i in range(n)
+        ]
+    )
+    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
+        time.sleep(0.5)
+    got = sum(1 for _ in client.messages.batches.results(batch.id))
+    assert got == n, f"the bare SDK got {got} results of {n}"
+    return time.monotonic() - t0
+
+
+def bare_openai(srv: LocalServer, n: int, max_tokens: int) -> float:
+    import openai
+
+    client = openai.OpenAI(api_key=srv.api_key, base_url=srv.openai_base_url, max_retries=0)
+    t0 = time.monotonic()
+    lines = "".join(
+        json.dumps(
+            {
+                "custom_id": f"doc-{i:06d}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": MODELS["openai"],
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": PROMPT.replace("{document}", text(i))}],
+                },
+            }
+        )
+        + "\n"
+        for i in range(n)
+    )
+    f = client.files.create(file=("batch.jsonl", lines.encode()), purpose="batch")
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed", "expired", "cancelled"):
+        time.sleep(0.5)
+    assert batch.output_file_id, f"the batch ended {batch.status} with no output file"
+    got = sum(1 for line in client.files.content(batch.output_file_id).text.splitlines() if line.strip())
+    assert got == n, f"the bare SDK got {got} results of {n}"
+    return time.monotonic() - t0
+
+
+def run_freight(srv: LocalServer, root: Path, provider: str, n: int, max_tokens: int) -> tuple[float, float, Path]:
+    docs = root / "docs.jsonl"
+    with docs.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"doc-{i:06d}", "text": text(i)}) + "\n")
+    db = root / "freight.db"
+    args = [
+        sys.executable, "-m", "freight", "run", str(docs), "--prompt-text", PROMPT, "--no-sample",
+        "--poll-interval", "0.5", "--provider", provider, "--model", MODELS[provider],
+        "--max-tokens", str(max_tokens), "--base-url", srv.url_for(provider), "--db", str(db),
+        "--out", str(root / "out"),
+    ]  # fmt: skip
+    env = {**os.environ, KEY_ENV[provider]: srv.api_key}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if done.returncode != 0:
+        sys.exit(f"freight run exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    # ru_maxrss of children is the largest child so far (KiB on Linux): the server runs in another process that
+    # is still alive, so the only child that has finished and been waited for is freight run itself.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024, db
+
+
+def phases(db: Path, wall: float, t_start: float) -> list[tuple[str, float]]:
+    """freight's time by phase, from its own events: each phase from its first event to its last."""
+    store = Store(str(db))
+    job = store.list_jobs()[0]
+    evs = store.events(job.job_id)
+
+    def at(e: dict[str, Any]) -> float:
+        t: datetime = e["at"]
+        return t.timestamp()
+
+    kinds: dict[str, list[float]] = {}
+    for e in evs:
+        kind = e["kind"]
+        if kind == "batch.state" and e["data"].get("new") in ("ended", "completed"):
+            kind = "batch.ended"
+        kinds.setdefault(kind, []).append(at(e))
+    created = kinds["job.created"][0]
+    prepared, submitted = kinds.get("batch.prepared", [created]), kinds.get("batch.submitted", [created])
+    ended = kinds.get("batch.ended", submitted)
+    ingested = kinds.get("batch.ingested", ended)
+    finished = kinds.get("job.state", [ingested[-1]])[-1]
+    return [
+        ("start, read and record inputs", created - t_start + (prepared[0] - created)),
+        ("pack and submit", submitted[-1] - prepared[0]),
+        ("wait for the provider (poll)", max(0.0, ended[-1] - submitted[-1])),
+        ("ingest and settle", ingested[-1] - ended[0]),
+        ("write outputs, exit", t_start + wall - finished),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--provider", choices=sorted(MODELS), default="anthropic")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bare").mkdir()
+        (root / "freight").mkdir()
+        with server(root / "bare", "bare") as srv:
+            floor = (bare_anthropic if a.provider == "anthropic" else bare_openai)(srv, a.n, a.max_tokens)
+        with server(root / "freight", "freight") as srv:
+            t_start = time.time()
+            wall, rss, db = run_freight(srv, root / "freight", a.provider, a.n, a.max_tokens)
+        split = phases(db, wall, t_start)
+    print(f"{a.n:,} requests, {a.provider}, max_tokens {a.max_tokens}")
+    print("| client | wall time | vs the bare SDK | peak RSS |")
+    print("|---|---|---|---|")
+    print(f"| the bare {a.provider} SDK | {floor:.1f} s | 1.0x | |")
+    print(f"| `freight run` | {wall:.1f} s | {wall / floor:.1f}x | {rss:.0f} MB |")
+    print("freight by phase: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in split))
+
+
+if __name__ == "__main__":
+    main()
