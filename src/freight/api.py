@@ -34,12 +34,14 @@ from typing import Any
 from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
+from freight.runner.feed import FINAL, ResultsFeed
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
+from freight.runner.pace import Pace
 from freight.runner.report import build_report, priced, render_report
 from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
 from freight.store import Holder, JobLease, Store
-from freight.target import EMBEDDED, Notice, connect, prepare, quiet
+from freight.target import EMBEDDED, EMBEDDED_MAX_POLL, EMBEDDED_POLL, Notice, connect, prepare, quiet
 
 __all__ = [
     "EMBEDDED",
@@ -234,18 +236,33 @@ class Job:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
         `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
         cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given)."""
-        with connect(self.opts, self._api_key) as provider:
-            Runner(
-                self.store,
-                provider,
-                self.job_id,
-                self.opts,
-                poll_interval=poll_interval,
-                batch_size=self.opts.extra.get("batch_size"),
-                on_progress=on_progress,
-                lease=self.lease,
-                resubmit_unacknowledged=resubmit_unacknowledged,
-            ).run()
+        feed = ResultsFeed(self.store, self.job_id, self.out_dir())
+
+        def progress(snapshot: Snapshot) -> None:
+            feed.update(sum(n for state, n in snapshot.items.items() if state in FINAL))
+            if on_progress is not None:
+                on_progress(snapshot)
+
+        # On the embedded model the batches are sized to its pace and polled often (loopback costs nothing), so
+        # results flow batch by batch (runner/pace.py); a provider's batches keep the sizes and polling given.
+        embedded = bool(self.opts.engine)
+        try:
+            with connect(self.opts, self._api_key) as provider:
+                Runner(
+                    self.store,
+                    provider,
+                    self.job_id,
+                    self.opts,
+                    poll_interval=min(poll_interval, EMBEDDED_POLL) if embedded else poll_interval,
+                    max_poll_interval=EMBEDDED_MAX_POLL if embedded else 60.0,
+                    batch_size=self.opts.extra.get("batch_size"),
+                    pace=Pace() if embedded else None,
+                    on_progress=progress,
+                    lease=self.lease,
+                    resubmit_unacknowledged=resubmit_unacknowledged,
+                ).run()
+        finally:
+            feed.close()
         return self.report()
 
     def cancel(self) -> Report:

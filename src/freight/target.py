@@ -191,6 +191,9 @@ def _line_models(path: Path) -> list[str]:
 
 EMBEDDED_TIME_SCALE = 0.001  # the emulated service's queue (30 s) and finalizing (20 s) take 30 and 20 ms
 EMBEDDED_WINDOW = 30 * 24 * 3600.0  # real seconds: a month, where a provider's 24 h window would be 86 s here
+# Polling the embedded server is a loopback call: often enough that the next batch follows the last without a wait.
+EMBEDDED_POLL = 1.0
+EMBEDDED_MAX_POLL = 2.0
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from freight.domain import BatchState, Errored, ErrorKind, Expired, Outcome, Req
 from freight.providers import Provider, ProviderError, RequestRefused
 from freight.providers.packing import pack_for
 from freight.runner.crash import crashpoint
+from freight.runner.pace import Pace
 from freight.runner.stops import Strikes, unhealable
 from freight.store import Store
 
@@ -37,6 +38,7 @@ class BatchSteps:
     provider: Provider
     job_id: str
     batch_size: int | None
+    pace: Pace | None
     resubmit_unacknowledged: bool
     strikes: Strikes
 
@@ -63,14 +65,22 @@ class BatchSteps:
                 self._submit(row["id"])
             moved = True
         limits = self.provider.limits
-        if self.batch_size:
-            limits = limits.model_copy(update={"max_requests_per_batch": self.batch_size})
+        size = self.batch_size
+        if self.pace is not None:
+            history = self.store.batches(self.job_id)
+            if sum(1 for b in history if BatchState(b["state"]) in ACTIVE) >= self.pace.max_active:
+                return moved
+            size = self.pace.next_size(history, self.batch_size)
+        if size:
+            limits = limits.model_copy(update={"max_requests_per_batch": min(size, limits.max_requests_per_batch)})
         try:
             for requests in pack_for(self.provider, self._batchable(), limits):
                 local = self.store.create_batch(self.job_id, self.provider.name, [r.custom_id for r in requests])
                 crashpoint("submit.before")
                 self._submit(local, requests)
                 moved = True
+                if self.pace is not None:
+                    break  # paced: one batch a pass, the next sized by what this one shows
         except RequestRefused as exc:
             self._refuse(exc)
             moved = True

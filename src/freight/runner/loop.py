@@ -41,6 +41,7 @@ from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
+from freight.runner.pace import Pace
 from freight.runner.settle import Settler
 from freight.runner.stops import Strikes, advice
 from freight.store import JobLease, Store
@@ -69,6 +70,7 @@ class Runner(BatchSteps):
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
         batch_size: int | None = None,
+        pace: Pace | None = None,
         sync_concurrency: int = 4,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -84,6 +86,7 @@ class Runner(BatchSteps):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.batch_size = batch_size
+        self.pace = pace
         self.sync_concurrency = sync_concurrency
         self.clock = clock
         self.sleep = sleep

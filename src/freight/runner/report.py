@@ -27,16 +27,33 @@ def sample_spend(store: Store, job_id: str) -> float:
     return sum(float(e["data"].get("cost_usd") or 0.0) for e in store.events(job_id, kind="sample.gate"))
 
 
-def item_results(store: Store, job_id: str) -> Iterator[dict[str, Any]]:
-    """One line per input document, in input order: what results.jsonl holds."""
-    for line, _ in _item_lines(store, job_id, priced(store, job_id)):
+def item_results(store: Store, job_id: str, **which: Any) -> Iterator[dict[str, Any]]:
+    """One line per input document, in input order: what results.jsonl holds. `which`: `Store.item_pages`'s filters
+    (states, updated_since), for the lines of some documents only."""
+    for line, _ in _item_lines(store, job_id, priced(store, job_id), **which):
         yield line
 
 
-def _item_lines(store: Store, job_id: str, known: bool) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]]]]:
+def _item_lines(
+    store: Store, job_id: str, known: bool, **which: Any
+) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]]]]:
     """Each line, with what each of its attempts cost by the fix that made it ("first_pass" for the first). Read a
-    page of documents at a time (two queries per 500), never a query per document."""
-    for page in store.item_pages(job_id):
+    page of documents at a time (two queries per 500), never a query per document. `which`: `Store.item_pages`'s
+    filters (states, updated_since)."""
+    for line, spent, _ in _stamped_lines(store, job_id, known, **which):
+        yield line, spent
+
+
+def stamped_results(store: Store, job_id: str, **which: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+    """`item_results`'s lines, each with when its document last changed (`items.updated_at`)."""
+    for line, _, updated in _stamped_lines(store, job_id, priced(store, job_id), **which):
+        yield line, updated
+
+
+def _stamped_lines(
+    store: Store, job_id: str, known: bool, **which: Any
+) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]], Any]]:
+    for page in store.item_pages(job_id, **which):
         for row, reqs in page:
             state = ItemState(row["state"])
             output = row["output"] or {}
@@ -57,7 +74,7 @@ def _item_lines(store: Store, job_id: str, known: bool) -> Iterator[tuple[dict[s
                 "usage": usage,
                 "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6) if known else None,
             }
-            yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs]
+            yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs], row["updated_at"]
 
 
 def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dict[str, Any]:

@@ -121,6 +121,12 @@ class Processor:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        # Answers finished while stopping are written, not dropped: a request a slow engine has answered is never
+        # computed again after a restart (only one the engine was still on goes back to pending).
+        try:
+            self._collect(time.time())
+        except Exception:
+            log.exception("writing the answers finished while stopping failed")
 
     def wake(self) -> None:
         self._wake.set()
@@ -240,11 +246,12 @@ class Processor:
         return batch_id, idx, outcome, now
 
     def _collect(self, now: float) -> None:
-        finished = [f for f in self._futures if f.done()]
+        # A future canceled at shutdown never ran: its request is still `running`, and goes back to pending.
+        finished = [f for f in self._futures if f.done() and not f.cancelled()]
         if not finished:
             return
         done = set(finished)  # a future finishing between the two passes waits for the next tick
-        self._futures = [f for f in self._futures if f not in done]
+        self._futures = [f for f in self._futures if f not in done and not f.cancelled()]
         per_batch: dict[str, Counter[str]] = {}
         rows: list[dict[str, Any]] = []
         for fut in finished:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -204,19 +204,24 @@ class Store(WorkStore, BatchStore, LeaseStore):
                 found.update({r["item_id"]: _item(r) for r in rows})
         return found
 
-    def item_pages(self, job_id: str) -> Iterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-        """Every item in input order, a page at a time, each with its requests (oldest first) and their outcomes'
-        tokens and cost: two queries per page of 500 items, whatever the number of documents."""
+    def item_pages(
+        self, job_id: str, *, states: Iterable[str] | None = None, updated_since: datetime | None = None
+    ) -> Iterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Every item in input order (or only those in `states`, changed at or after `updated_since`), a page at a
+        time, each with its requests (oldest first) and their outcomes' tokens and cost: two queries per page of 500
+        items, whatever the number of documents."""
         last = -1
+        where = [items.c.job_id == job_id]
+        if states is not None:
+            where.append(items.c.state.in_(list(states)))
+        if updated_since is not None:
+            where.append(items.c.updated_at >= updated_since)
         while True:
             with self._read() as conn:
                 page = [
                     dict(r)
                     for r in conn.execute(
-                        items.select()
-                        .where(items.c.job_id == job_id, items.c.seq > last)
-                        .order_by(items.c.seq)
-                        .limit(_CHUNK)
+                        items.select().where(*where, items.c.seq > last).order_by(items.c.seq).limit(_CHUNK)
                     ).mappings()
                 ]
                 if not page:
