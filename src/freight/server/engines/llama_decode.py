@@ -80,6 +80,10 @@ class Model:
         _quiet(lib)
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
+        # No extra buffer types (AMX tiles, repacked weights): a CPU may report AMX that its kernel or hypervisor
+        # does not let a process use, and llama.cpp built for that CPU then dies of SIGSEGV at the first matrix
+        # product (seen on a 2-core Xeon VM). The plain CPU kernels (AVX2/AVX-512) are what a model this small needs.
+        params.use_extra_bufts = False
         model = lib.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise ValueError(f"llama.cpp could not load {path}: is it a GGUF model file?")
