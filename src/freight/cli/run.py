@@ -34,6 +34,8 @@ from freight.runner.accuracy import Labels, render_accuracy, score
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
+from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
+from freight.runner.notify import configure as configure_notify
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
 from freight.store import Holder, JobLease, Store
 
@@ -196,6 +198,13 @@ def run(
     ),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
     wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
+    # --- notifications (runner/notify.py, docs/webhooks.md) ---
+    notify: list[str] = typer.Option(
+        [], "--notify", help="POST a signed job.completed / failed / stopped / needs_attention event here (repeatable)."
+    ),
+    notify_secret: str | None = typer.Option(
+        None, envvar=NOTIFY_SECRET_ENV, help="whsec_... secret --notify events are signed with (Standard Webhooks)."
+    ),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if db is not None:  # a store freight cannot open is refused before anything else is read
@@ -228,6 +237,7 @@ def run(
             allow_unpriced=allow_unpriced,
             on_notice=_notice,
         )
+        secret = configure_notify(opts, notify, notify_secret)
         if check:
             _check_only(opts, db)
             return
@@ -236,7 +246,7 @@ def run(
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
     with open_store(db, create=True) as store, _hold(store, job_id_for(opts), wait) as lease:
         try:
-            job = api.Job.open(opts, store=store, on_notice=_notice, lease=lease)
+            job = api.Job.open(opts, store=store, on_notice=_notice, lease=lease, notify_secret=secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job.job_id).items()))
@@ -280,11 +290,15 @@ def resume(
         help="Submit again a batch an earlier run sent without hearing back, when the provider cannot tell whether "
         "it got it (check its console first: its requests may be billed twice).",
     ),
+    notify_secret: str | None = typer.Option(
+        None, envvar=NOTIFY_SECRET_ENV, help="The secret the job's --notify events are signed with."
+    ),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
+        api.deliver_pending(store, job_id, notify_secret, _notice)  # even for a job that has ended
         try:
-            job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease)
+            job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease, notify_secret=notify_secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))
