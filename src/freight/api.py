@@ -35,6 +35,7 @@ from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
+from freight.runner.listen import WebhookListener
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
 from freight.runner.notify import configure as configure_notify
@@ -54,6 +55,7 @@ __all__ = [
     "cancel",
     "connect",
     "deliver_pending",
+    "listener_for",
     "hold",
     "prepare",
     "resume",
@@ -62,6 +64,7 @@ __all__ = [
 ]
 
 Progress = Callable[[Snapshot], None]
+WEBHOOK_SECRET_ENV = "FREIGHT_WEBHOOK_SECRET"
 
 
 class SampleGateFailed(FreightError):
@@ -250,13 +253,15 @@ class Job:
         on_progress: Progress | None = None,
         poll_interval: float = 5.0,
         resubmit_unacknowledged: bool = False,
+        wake: WebhookListener | None = None,
     ) -> Report:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
         `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
-        cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given)."""
+        cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given).
+        `wake`: a started `WebhookListener`; a verified batch event for this job polls at once (`--webhook-listen`)."""
         try:
             with connect(self.opts, self._api_key) as provider:
-                Runner(
+                runner = Runner(
                     self.store,
                     provider,
                     self.job_id,
@@ -266,7 +271,10 @@ class Job:
                     on_progress=on_progress,
                     lease=self.lease,
                     resubmit_unacknowledged=resubmit_unacknowledged,
-                ).run()
+                )
+                if wake is not None:
+                    runner.sleep = wake.sleeper(self.store, self.job_id, runner.note)
+                runner.run()
         finally:  # what the run announced (completed, stopped ...), and anything an earlier run left unsent
             self.deliver_notifications()
         return self.report()
@@ -336,21 +344,25 @@ def run(
     wait: bool = False,
     notify: list[str] | tuple[str, ...] = (),
     notify_secret: str | None = None,
+    webhook_listen: str | None = None,
+    webhook_secret: str | None = None,
     **settings: Any,
 ) -> Report:
     """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
     base_url, ...), the sample gate, then the run. Running it again resumes the same job. The job's lease is taken
     first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it. `notify`: URLs that get a
     signed `job.completed` / `job.failed` / `job.stopped` / `job.needs_attention` event (runner/notify.py), signed with
-    `notify_secret` (or FREIGHT_NOTIFY_SECRET)."""
+    `notify_secret` (or FREIGHT_NOTIFY_SECRET). `webhook_listen` ("HOST:PORT"): verify the provider's batch events
+    there with `webhook_secret` (or FREIGHT_WEBHOOK_SECRET) and poll a batch as soon as its event arrives."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
     secret = configure_notify(opts, notify, notify_secret)
-    with _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
+    wake = listener_for(opts, webhook_listen, webhook_secret)
+    with wake or contextlib.nullcontext(), _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease, notify_secret=secret)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
-        return job.run(on_progress=on_progress, poll_interval=poll_interval)
+        return job.run(on_progress=on_progress, poll_interval=poll_interval, wake=wake)
 
 
 def resume(
@@ -372,6 +384,13 @@ def resume(
         return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=secret).run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
+
+
+def listener_for(opts: RunOptions, listen: str | None, secret: str | None) -> WebhookListener | None:
+    """The `--webhook-listen` listener for this job's provider (not started), or None without `listen`."""
+    if not listen:
+        return None
+    return WebhookListener.for_provider(opts.provider, listen, secret or os.environ.get(WEBHOOK_SECRET_ENV))
 
 
 def deliver_pending(store: Store, job_id: str, notify_secret: str | None = None, on_notice: Notice = quiet) -> int:

@@ -34,6 +34,7 @@ from freight.runner.accuracy import Labels, render_accuracy, score
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
+from freight.runner.listen import WebhookListener
 from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
 from freight.runner.notify import configure as configure_notify
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
@@ -60,7 +61,12 @@ def _hold(store: Store, job_id: str, wait: bool, then: Callable[[], None] | None
 
 
 def _drive(
-    job: api.Job, poll: float, as_json: bool, labels: Labels | None = None, resubmit_unacknowledged: bool = False
+    job: api.Job,
+    poll: float,
+    as_json: bool,
+    labels: Labels | None = None,
+    resubmit_unacknowledged: bool = False,
+    wake: WebhookListener | None = None,
 ) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
@@ -68,7 +74,9 @@ def _drive(
     display.spent_before = sample_spend(job.store, job.job_id)
     try:
         with display:
-            report = job.run(on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged)
+            report = job.run(
+                on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged, wake=wake
+            )
     except KeyboardInterrupt:
         _detached(job)
     except FreightError as exc:
@@ -205,6 +213,12 @@ def run(
     notify_secret: str | None = typer.Option(
         None, envvar=NOTIFY_SECRET_ENV, help="whsec_... secret --notify events are signed with (Standard Webhooks)."
     ),
+    webhook_listen: str | None = typer.Option(
+        None, help="HOST:PORT: take the provider's batch webhooks here and poll a batch as soon as it ends (OpenAI)."
+    ),
+    webhook_secret: str | None = typer.Option(
+        None, envvar=api.WEBHOOK_SECRET_ENV, help="The whsec_... secret those webhooks are signed with."
+    ),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if db is not None:  # a store freight cannot open is refused before anything else is read
@@ -238,6 +252,7 @@ def run(
             on_notice=_notice,
         )
         secret = configure_notify(opts, notify, notify_secret)
+        wake = api.listener_for(opts, webhook_listen, webhook_secret)
         if check:
             _check_only(opts, db)
             return
@@ -275,7 +290,12 @@ def run(
             fail_with(exc)
         if passed is not None:
             typer.echo(render_sample(passed), err=True)
-        _drive(job, poll_interval, as_json, labels)
+        if wake is None:
+            _drive(job, poll_interval, as_json, labels)
+            return
+        with wake:
+            _notice(f"listening for batch webhooks at {wake.url}")
+            _drive(job, poll_interval, as_json, labels, wake=wake)
 
 
 def resume(
