@@ -37,7 +37,6 @@ from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.listen import WebhookListener
 from freight.runner.loop import Runner, Snapshot
-from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
 from freight.runner.notify import configure as configure_notify
 from freight.runner.notify import deliver, event
 from freight.runner.report import build_report, priced, render_report
@@ -379,9 +378,8 @@ def resume(
 ) -> Report:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again. Its --notify
     URLs are kept with the job; their secret is `notify_secret` (or FREIGHT_NOTIFY_SECRET)."""
-    secret = notify_secret or os.environ.get(NOTIFY_SECRET_ENV)
     with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
-        return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=secret).run(
+        return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret).run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
 
@@ -396,7 +394,7 @@ def listener_for(opts: RunOptions, listen: str | None, secret: str | None) -> We
 def deliver_pending(store: Store, job_id: str, notify_secret: str | None = None, on_notice: Notice = quiet) -> int:
     """Send what a job's earlier runs left in its notify outbox (a run killed between its end and the POST);
     returns how many are still unsent."""
-    return deliver(store, job_id, notify_secret or os.environ.get(NOTIFY_SECRET_ENV), on_notice=on_notice)
+    return deliver(store, job_id, notify_secret, on_notice=on_notice)
 
 
 def cancel(

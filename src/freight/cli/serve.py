@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"freight serve: http://{config.host}:{config.port} (Anthropic base_url; OpenAI base_url adds /v1), "
                 f"engine {config.engine}, time scale {config.time_scale}, state in {config.db}"
-                + (f", batch webhooks to {', '.join(config.webhooks)}" if config.webhooks else "")
+                + (f", batch webhooks to {len(config.webhooks)} URL(s)" if config.webhooks else "")
             )
             run(config)
         except FreightError as exc:

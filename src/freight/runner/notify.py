@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,6 +54,12 @@ def configure(opts: RunOptions, urls: list[str] | tuple[str, ...], secret: str |
             )
         opts.extra["notify"] = list(urls)
     return signing.check_secret(secret) if secret else None
+
+
+def where(url: str) -> str:
+    """A URL as notices show it: scheme and host only (a chat webhook's path is its credential)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path.strip("/") else url
 
 
 def urls_of(opts: RunOptions) -> tuple[str, ...]:
@@ -140,6 +147,7 @@ def deliver(
     pending = store.notifications(job_id, state="pending")
     if not pending:
         return 0
+    secret = secret or os.environ.get(SECRET_ENV)
     if not secret:
         on_notice(
             f"{len(pending)} notification(s) of {job_id} wait to be sent: pass --notify-secret or set {SECRET_ENV}"
@@ -151,8 +159,8 @@ def deliver(
             if not _send(store, http, row, secret, attempts, backoff, sleep):
                 left += 1
                 on_notice(
-                    f"notification {row['type']} to {row['url']} not delivered yet ({row['event_id']}): it is kept "
-                    f"and sent again by the next `freight resume {job_id}`"
+                    f"notification {row['type']} to {where(row['url'])} not delivered yet ({row['event_id']}): it is "
+                    f"kept and sent again by the next `freight resume {job_id}`"
                 )
     return left
 

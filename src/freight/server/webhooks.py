@@ -155,7 +155,7 @@ class Sender:
             values.update(state="delivered", delivered_at=time.time())
         elif attempts >= self.config.webhook_attempts:
             values["state"] = "gave_up"
-            log.warning("webhook %s to %s: gave up after %d attempts", row["event_id"], row["url"], attempts)
+            log.warning("webhook %s: gave up after %d attempts", row["event_id"], attempts)
         else:
             values["next_at"] = time.time() + backoff(self.config, attempts)
         with self.store.write() as conn:
