@@ -170,3 +170,28 @@ def test_serve_refuses_a_webhook_without_a_secret_or_with_a_bad_url(tmp_path: Pa
         env=env,
     )
     assert bad_secret.exit_code == 2 and "not base64" in bad_secret.output
+
+
+@pytest.mark.slow
+def test_an_event_still_pending_when_the_server_is_killed_is_sent_after_the_restart(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Receiver(fail_first=1) as receiver:
+        # The first attempt fails, and the next would wait 10 minutes: the server is killed before it.
+        first = LocalServer(db, subprocess=True, time_scale=0.001, webhooks=[receiver.url], webhook_secret=SECRET)
+        first.webhook_backoff = 600.0
+        with first as srv:
+            oai = openai.OpenAI(base_url=srv.openai_base_url, api_key=srv.api_key, max_retries=0)
+            batch_id = submit(oai, [line("a")])
+            deadline = time.monotonic() + 60
+            while not (log := srv.webhook_deliveries()) or log[0]["attempts"] < 1:
+                assert time.monotonic() < deadline, "no delivery was attempted"
+                time.sleep(0.05)
+            srv.kill()
+        assert receiver.verified() == []
+        again = LocalServer(db, subprocess=True, port=first.port, webhooks=[receiver.url], webhook_secret=SECRET)
+        again.webhook_backoff = 600.0
+        with again as srv:
+            [event] = receiver.wait_for(lambda evs: len(evs) >= 1)
+            [logged] = srv.webhook_deliveries()
+    assert event.data.id == batch_id and event.id == logged["event_id"]
+    assert [a["status"] for a in logged["attempt_log"]] == [500, 200]

@@ -90,6 +90,11 @@ class Sender:
     def start(self) -> None:
         if not self.config.webhooks:
             return
+        # A restarted server tries what is still pending at once: whoever restarts it is likely watching.
+        with self.store.write() as conn:
+            conn.execute(
+                sa.update(webhook_deliveries).where(webhook_deliveries.c.state == "pending").values(next_at=time.time())
+            )
         self._thread = threading.Thread(target=self._loop, name="freight-webhooks", daemon=True)
         self._thread.start()
 
