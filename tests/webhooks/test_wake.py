@@ -17,7 +17,7 @@ from freight import api, signing
 from freight.cli import app
 from freight.providers import webhook_verifier
 from freight.runner.listen import WebhookListener
-from freight.server.testing import LocalServer
+from freight.server.testing import LocalServer, free_port
 from freight.store import Store
 from runner import held_engine  # tests/runner/held_engine.py: a batch cannot end until the test releases it
 
@@ -108,3 +108,20 @@ def test_webhook_listen_mistakes_are_usage_errors(tmp_path: Path, flags: list[st
     assert result.exit_code == 2, result.output
     assert says in result.output and "Traceback" not in result.output
     assert not os.path.exists(tmp_path / "f.db") or not Store(str(tmp_path / "f.db")).list_jobs()
+
+
+def test_without_any_webhook_the_run_still_ends_by_polling(tmp_path: Path) -> None:
+    """The listener is a shortcut, never a dependency: a webhook that never comes costs only the poll interval."""
+    docs = _docs(tmp_path, 2)
+    port = free_port()
+    with LocalServer(tmp_path / "s.db", time_scale=0.0005) as srv:  # sends no webhooks
+        env = {"OPENAI_API_KEY": srv.api_key, "FREIGHT_WEBHOOK_SECRET": SECRET}
+        args = ["run", str(docs), "--provider", "openai", "--model", "scripted", "--base-url", srv.openai_base_url]
+        flags = ["--poll-interval", "0.05", "--webhook-listen", f"127.0.0.1:{port}", "--out", str(tmp_path / "out")]
+        result = CliRunner().invoke(app, [*args, "--db", str(tmp_path / "f.db"), *flags], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"listening for batch webhooks at http://127.0.0.1:{port}/" in result.output
+    with Store(str(tmp_path / "f.db")) as store:
+        (job,) = store.list_jobs()
+        assert job.state.value == "completed" and store.item_counts(job.job_id) == {"succeeded": 2}
+        assert not [e for e in store.events(job.job_id, kind="note") if "webhook" in e["data"]["message"]]

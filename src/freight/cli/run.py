@@ -72,8 +72,10 @@ def _drive(
     display.priced = lambda: job.priced
     # The sample's spend is the job's too: the display's cost ends where the report's does.
     display.spent_before = sample_spend(job.store, job.job_id)
+    if wake is not None:
+        _notice(f"listening for batch webhooks at {wake.url}")
     try:
-        with display:
+        with wake or contextlib.nullcontext(), display:
             report = job.run(
                 on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged, wake=wake
             )
@@ -252,10 +254,10 @@ def run(
             on_notice=_notice,
         )
         secret = configure_notify(opts, notify, notify_secret)
-        wake = api.listener_for(opts, webhook_listen, webhook_secret)
         if check:
             _check_only(opts, db)
             return
+        wake = api.listener_for(opts, webhook_listen, webhook_secret)
     except FreightError as exc:
         fail_with(exc)
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
@@ -290,12 +292,7 @@ def run(
             fail_with(exc)
         if passed is not None:
             typer.echo(render_sample(passed), err=True)
-        if wake is None:
-            _drive(job, poll_interval, as_json, labels)
-            return
-        with wake:
-            _notice(f"listening for batch webhooks at {wake.url}")
-            _drive(job, poll_interval, as_json, labels, wake=wake)
+        _drive(job, poll_interval, as_json, labels, wake=wake)
 
 
 def resume(
@@ -313,17 +310,20 @@ def resume(
     notify_secret: str | None = typer.Option(
         None, envvar=NOTIFY_SECRET_ENV, help="The secret the job's --notify events are signed with."
     ),
+    webhook_listen: str | None = typer.Option(None, help="HOST:PORT: poll a batch as soon as its webhook arrives."),
+    webhook_secret: str | None = typer.Option(None, envvar=api.WEBHOOK_SECRET_ENV, help="Those webhooks' secret."),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
         api.deliver_pending(store, job_id, notify_secret, _notice)  # even for a job that has ended
         try:
             job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease, notify_secret=notify_secret)
+            wake = api.listener_for(job.opts, webhook_listen, webhook_secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))
         _notice(f"resuming {job_id} on {job.opts.endpoint} ({counts})")
-        _drive(job, poll_interval, as_json, resubmit_unacknowledged=resubmit_unacknowledged)
+        _drive(job, poll_interval, as_json, resubmit_unacknowledged=resubmit_unacknowledged, wake=wake)
 
 
 def status(
