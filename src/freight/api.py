@@ -35,10 +35,11 @@ from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
-from freight.runner.listen import WebhookListener
+from freight.runner.listen import WEBHOOK_SECRET_ENV, WebhookListener, listener_for
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.notify import configure as configure_notify
 from freight.runner.notify import deliver, event
+from freight.runner.notify import deliver as deliver_pending  # what earlier runs left unsent (even of an ended job)
 from freight.runner.report import build_report, priced, render_report
 from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
 from freight.store import Holder, JobLease, Store
@@ -54,6 +55,7 @@ __all__ = [
     "cancel",
     "connect",
     "deliver_pending",
+    "WEBHOOK_SECRET_ENV",
     "listener_for",
     "hold",
     "prepare",
@@ -63,7 +65,6 @@ __all__ = [
 ]
 
 Progress = Callable[[Snapshot], None]
-WEBHOOK_SECRET_ENV = "FREIGHT_WEBHOOK_SECRET"
 
 
 class SampleGateFailed(FreightError):
@@ -355,7 +356,7 @@ def run(
     there with `webhook_secret` (or FREIGHT_WEBHOOK_SECRET) and poll a batch as soon as its event arrives."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
     secret = configure_notify(opts, notify, notify_secret)
-    wake = listener_for(opts, webhook_listen, webhook_secret)
+    wake = listener_for(opts.provider, webhook_listen, webhook_secret)
     with wake or contextlib.nullcontext(), _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease, notify_secret=secret)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
@@ -382,19 +383,6 @@ def resume(
         return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret).run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
-
-
-def listener_for(opts: RunOptions, listen: str | None, secret: str | None) -> WebhookListener | None:
-    """The `--webhook-listen` listener for this job's provider (not started), or None without `listen`."""
-    if not listen:
-        return None
-    return WebhookListener.for_provider(opts.provider, listen, secret or os.environ.get(WEBHOOK_SECRET_ENV))
-
-
-def deliver_pending(store: Store, job_id: str, notify_secret: str | None = None, on_notice: Notice = quiet) -> int:
-    """Send what a job's earlier runs left in its notify outbox (a run killed between its end and the POST);
-    returns how many are still unsent."""
-    return deliver(store, job_id, notify_secret, on_notice=on_notice)
 
 
 def cancel(

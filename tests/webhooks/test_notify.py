@@ -151,3 +151,14 @@ def test_the_sdk_unwraps_a_job_event_into_an_unrelated_class_so_receivers_verify
     assert event.type == "job.completed" and event.data.id == "job_1"  # type: ignore[comparison-overlap]
     assert "Job" not in type(event).__name__
     sdk.webhooks.verify_signature(body, headers, secret=SECRET)  # raises on a bad signature
+
+
+def test_a_job_stopped_by_an_error_that_cannot_heal_sends_job_stopped(tmp_path: Path, server: LocalServer) -> None:
+    docs = _docs(tmp_path, {"a": "Invoice."})
+    env = {"ANTHROPIC_API_KEY": "a-revoked-key", "FREIGHT_NOTIFY_SECRET": SECRET}
+    with Receiver() as receiver:
+        code, out = _cli(_run_args(tmp_path, docs, server, receiver.url), env)
+        assert code != 0 and "freight resume" in out, out
+        [event] = _events(receiver)
+    assert (event["type"], event["data"]["reason"]) == ("job.stopped", "error")
+    assert event["data"]["report"]["state"] == "stopped" and event["data"]["message"]

@@ -257,7 +257,7 @@ def run(
         if check:
             _check_only(opts, db)
             return
-        wake = api.listener_for(opts, webhook_listen, webhook_secret)
+        wake = api.listener_for(opts.provider, webhook_listen, webhook_secret)
     except FreightError as exc:
         fail_with(exc)
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
@@ -315,10 +315,10 @@ def resume(
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
-        api.deliver_pending(store, job_id, notify_secret, _notice)  # even for a job that has ended
+        api.deliver_pending(store, job_id, notify_secret, on_notice=_notice)  # even for a job that has ended
         try:
             job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease, notify_secret=notify_secret)
-            wake = api.listener_for(job.opts, webhook_listen, webhook_secret)
+            wake = api.listener_for(job.opts.provider, webhook_listen, webhook_secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))

@@ -11,6 +11,7 @@ does not verify is answered 400 and changes nothing.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -22,6 +23,16 @@ from typing import Any
 from freight.domain import FreightError, UsageError, WebhookEvent
 from freight.providers import WebhookVerifier, webhook_verifier
 from freight.store import Store
+
+WEBHOOK_SECRET_ENV = "FREIGHT_WEBHOOK_SECRET"
+
+
+def listener_for(provider: str, listen: str | None, secret: str | None) -> WebhookListener | None:
+    """The `--webhook-listen` listener for `provider`'s batch events (bound, not started), or None without `listen`;
+    the secret is `secret` or FREIGHT_WEBHOOK_SECRET."""
+    if not listen:
+        return None
+    return WebhookListener.for_provider(provider, listen, secret or os.environ.get(WEBHOOK_SECRET_ENV))
 
 
 def parse_listen(value: str) -> tuple[str, int]:
