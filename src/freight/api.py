@@ -37,6 +37,7 @@ from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.listen import WEBHOOK_SECRET_ENV, WebhookListener, listener_for
 from freight.runner.loop import Runner, Snapshot
+from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
 from freight.runner.notify import configure as configure_notify
 from freight.runner.notify import deliver, event
 from freight.runner.notify import deliver as deliver_pending  # what earlier runs left unsent (even of an ended job)
@@ -47,17 +48,20 @@ from freight.target import EMBEDDED, Notice, connect, prepare, quiet
 
 __all__ = [
     "EMBEDDED",
+    "NOTIFY_SECRET_ENV",
+    "WEBHOOK_SECRET_ENV",
     "Job",
     "Report",
     "RunOptions",
     "SampleGateFailed",
     "Snapshot",
+    "WebhookListener",
     "cancel",
+    "configure_notify",
     "connect",
     "deliver_pending",
-    "WEBHOOK_SECRET_ENV",
-    "listener_for",
     "hold",
+    "listener_for",
     "prepare",
     "resume",
     "run",

@@ -34,9 +34,6 @@ from freight.runner.accuracy import Labels, render_accuracy, score
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
-from freight.runner.listen import WebhookListener
-from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
-from freight.runner.notify import configure as configure_notify
 from freight.runner.report import build_report, item_results, money, priced, render_report, sample_spend
 from freight.store import Holder, JobLease, Store
 
@@ -66,7 +63,7 @@ def _drive(
     as_json: bool,
     labels: Labels | None = None,
     resubmit_unacknowledged: bool = False,
-    wake: WebhookListener | None = None,
+    wake: api.WebhookListener | None = None,
 ) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
@@ -213,7 +210,7 @@ def run(
         [], "--notify", help="POST a signed job.completed / failed / stopped / needs_attention event here (repeatable)."
     ),
     notify_secret: str | None = typer.Option(
-        None, envvar=NOTIFY_SECRET_ENV, help="whsec_... secret --notify events are signed with (Standard Webhooks)."
+        None, envvar=api.NOTIFY_SECRET_ENV, help="whsec_... secret --notify events are signed with (Standard Webhooks)."
     ),
     webhook_listen: str | None = typer.Option(
         None, help="HOST:PORT: take the provider's batch webhooks here and poll a batch as soon as it ends (OpenAI)."
@@ -253,7 +250,7 @@ def run(
             allow_unpriced=allow_unpriced,
             on_notice=_notice,
         )
-        secret = configure_notify(opts, notify, notify_secret)
+        secret = api.configure_notify(opts, notify, notify_secret)
         if check:
             _check_only(opts, db)
             return
@@ -308,7 +305,7 @@ def resume(
         "it got it (check its console first: its requests may be billed twice).",
     ),
     notify_secret: str | None = typer.Option(
-        None, envvar=NOTIFY_SECRET_ENV, help="The secret the job's --notify events are signed with."
+        None, envvar=api.NOTIFY_SECRET_ENV, help="The secret the job's --notify events are signed with."
     ),
     webhook_listen: str | None = typer.Option(None, help="HOST:PORT: poll a batch as soon as its webhook arrives."),
     webhook_secret: str | None = typer.Option(None, envvar=api.WEBHOOK_SECRET_ENV, help="Those webhooks' secret."),
