@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -84,6 +86,16 @@ def test_a_forged_or_foreign_event_does_not_wake_the_loop(tmp_path: Path) -> Non
         assert listener.receive(body, signing.headers(other, "evt_1", now, body)) == 400
         assert listener.receive(body + b" ", signing.headers(SECRET, "evt_1", now, body)) == 400
         assert listener.events.empty() and listener.rejected == 2
+        # Over HTTP as well; and a body far larger than any event is refused unread.
+        assert (
+            httpx.post(listener.url, content=body, headers=signing.headers(other, "evt_1", now, body)).status_code
+            == 400
+        )
+        host, port = listener.url.removeprefix("http://").rstrip("/").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:  # says 100 MB, sends none of it
+            raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+            assert raw.recv(64).startswith(b"HTTP/1.0 413")
+        assert listener.events.empty()
         # A verified event for a batch that is not this job's is taken (200) but does not cut the sleep short.
         assert listener.receive(body, signing.headers(SECRET, "evt_1", now, body)) == 200
         notes: list[str] = []

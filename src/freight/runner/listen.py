@@ -25,6 +25,7 @@ from freight.providers import WebhookVerifier, webhook_verifier
 from freight.store import Store
 
 WEBHOOK_SECRET_ENV = "FREIGHT_WEBHOOK_SECRET"
+MAX_BODY = 1 << 20
 
 
 def listener_for(provider: str, listen: str | None, secret: str | None) -> WebhookListener | None:
@@ -53,8 +54,11 @@ class WebhookListener:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status = listener.receive(body, {k.lower(): v for k, v in self.headers.items()})
+                size = int(self.headers.get("content-length") or 0)
+                if size > MAX_BODY:  # a batch event is a few hundred bytes: refuse a flood unread
+                    status = 413
+                else:
+                    status = listener.receive(self.rfile.read(size), {k.lower(): v for k, v in self.headers.items()})
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -105,6 +105,8 @@ def completion(store: Store, job_id: str, opts: RunOptions) -> Notification | No
 def needs_attention(store: Store, job_id: str, opts: RunOptions, reason: str, message: str, key: str) -> bool:
     """Queue `job.needs_attention` once per `key` for this job (a stuck batch, a cost cap reached ...), with no state
     change of its own. Returns True when it was queued now; `deliver` sends it."""
+    if not urls_of(opts) or store.notified(job_id, key):  # seen on every idle pass: build no report for nothing
+        return False
     note = event(store, job_id, opts, "job.needs_attention", reason=reason, message=message, dedupe=key)
     return note is not None and store.notify(job_id, note) > 0
 

@@ -70,6 +70,12 @@ class OutboxStore:
         with self.engine.begin() as conn:
             return enqueue(conn, job_id, note)
 
+    def notified(self, job_id: str, dedupe: str) -> bool:
+        """Whether an event with this dedupe key was ever queued for the job."""
+        q = sa.select(sa.func.count()).where(notify_outbox.c.job_id == job_id, notify_outbox.c.dedupe == dedupe)
+        with self._read() as conn:
+            return bool(conn.execute(q).scalar_one())
+
     def notifications(self, job_id: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         q = notify_outbox.select().order_by(notify_outbox.c.id)
         if job_id is not None:
