@@ -94,8 +94,10 @@ def build_config(
     if workers < 1:
         raise FreightError(f"--workers {workers}: use at least 1")
     secret = _webhook_secret(tuple(webhooks), webhook_secret or os.environ.get(WEBHOOK_SECRET_ENV))
-    if webhook_backoff <= 0 or webhook_attempts < 1:
-        raise FreightError("--webhook-backoff must be positive and --webhook-attempts at least 1")
+    if webhook_backoff <= 0:
+        raise FreightError(f"--webhook-backoff {webhook_backoff}: use a positive number of seconds (default 1.0)")
+    if webhook_attempts < 1:
+        raise FreightError(f"webhook_attempts {webhook_attempts}: use at least 1")
     return ServerConfig(
         webhooks=tuple(webhooks),
         webhook_secret=secret,
