@@ -36,7 +36,12 @@ from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.feed import FINAL, ResultsFeed
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
+from freight.runner.listen import WEBHOOK_SECRET_ENV, WebhookListener, listener_for
 from freight.runner.loop import Runner, Snapshot
+from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
+from freight.runner.notify import configure as configure_notify
+from freight.runner.notify import deliver, event
+from freight.runner.notify import deliver as deliver_pending  # what earlier runs left unsent (even of an ended job)
 from freight.runner.pace import Pace
 from freight.runner.report import build_report, priced, render_report
 from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
@@ -45,14 +50,20 @@ from freight.target import EMBEDDED, EMBEDDED_MAX_POLL, EMBEDDED_POLL, Notice, c
 
 __all__ = [
     "EMBEDDED",
+    "NOTIFY_SECRET_ENV",
+    "WEBHOOK_SECRET_ENV",
     "Job",
     "Report",
     "RunOptions",
     "SampleGateFailed",
     "Snapshot",
+    "WebhookListener",
     "cancel",
+    "configure_notify",
     "connect",
+    "deliver_pending",
     "hold",
+    "listener_for",
     "prepare",
     "resume",
     "run",
@@ -127,8 +138,10 @@ class Job:
         api_key: str | None = None,
         on_notice: Notice = quiet,
         lease: JobLease | None = None,
+        notify_secret: str | None = None,
     ) -> None:
         self.store = store
+        self.notify_secret = notify_secret  # signs --notify events; never stored
         self.lease = lease  # held by the caller (see `hold`); without one, run and cancel take it themselves
         self.job_id = job_id
         self.opts = opts
@@ -145,9 +158,13 @@ class Job:
         api_key: str | None = None,
         on_notice: Notice = quiet,
         lease: JobLease | None = None,
+        notify_secret: str | None = None,
     ) -> Job:
         job, resumed = open_job(store, opts)
-        return cls(store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice, lease=lease)
+        return cls(
+            store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice, lease=lease,
+            notify_secret=notify_secret,
+        )  # fmt: skip
 
     @classmethod
     def find(
@@ -158,6 +175,7 @@ class Job:
         api_key: str | None = None,
         on_notice: Notice = quiet,
         lease: JobLease | None = None,
+        notify_secret: str | None = None,
     ) -> Job:
         """A job already in the store, with the options it was started with (so resume needs no flags)."""
         job, opts = resume_job(store, job_id)
@@ -166,7 +184,10 @@ class Job:
             env = key_env(opts.provider)
             if not (api_key or (env and os.environ.get(env))):
                 opts.engine = "local"
-        return cls(store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice, lease=lease)
+        return cls(
+            store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice, lease=lease,
+            notify_secret=notify_secret,
+        )  # fmt: skip
 
     @property
     def state(self) -> JobState:
@@ -223,8 +244,14 @@ class Job:
         )
         if report["passed"]:
             return report
-        self.store.set_job_state(self.job_id, JobState.STOPPED)
-        raise SampleGateFailed(gate_message(report, self.opts, self.job_id), report)
+        message = gate_message(report, self.opts, self.job_id)
+        attention = event(
+            self.store, self.job_id, self.opts, "job.needs_attention", state=JobState.STOPPED, reason="sample_gate",
+            message=message,
+        )  # fmt: skip
+        self.store.set_job_state(self.job_id, JobState.STOPPED, notify=attention)
+        self.deliver_notifications()
+        raise SampleGateFailed(message, report)
 
     def run(
         self,
@@ -232,10 +259,12 @@ class Job:
         on_progress: Progress | None = None,
         poll_interval: float = 5.0,
         resubmit_unacknowledged: bool = False,
+        wake: WebhookListener | None = None,
     ) -> Report:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
         `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
-        cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given)."""
+        cannot tell whether it got it (it may be billed twice: the job stops and says so unless this is given).
+        `wake`: a started `WebhookListener`; a verified batch event for this job polls at once (`--webhook-listen`)."""
         feed = ResultsFeed(self.store, self.job_id, self.out_dir())
 
         def progress(snapshot: Snapshot) -> None:
@@ -248,7 +277,7 @@ class Job:
         embedded = bool(self.opts.engine)
         try:
             with connect(self.opts, self._api_key) as provider:
-                Runner(
+                runner = Runner(
                     self.store,
                     provider,
                     self.job_id,
@@ -260,9 +289,13 @@ class Job:
                     on_progress=progress,
                     lease=self.lease,
                     resubmit_unacknowledged=resubmit_unacknowledged,
-                ).run()
-        finally:
+                )
+                if wake is not None:
+                    runner.sleep = wake.sleeper(self.store, self.job_id, runner.note)
+                runner.run()
+        finally:  # what the run announced (completed, stopped ...), and anything an earlier run left unsent
             feed.close()
+            self.deliver_notifications()
         return self.report()
 
     def cancel(self) -> Report:
@@ -271,7 +304,12 @@ class Job:
             self.store.set_job_state(self.job_id, JobState.CANCELING)
         with connect(self.opts, self._api_key) as provider:
             Runner(self.store, provider, self.job_id, self.opts, poll_interval=1.0, lease=self.lease).cancel()
+        self.deliver_notifications()
         return Report(build_report(self.store, self.job_id))
+
+    def deliver_notifications(self) -> int:
+        """Send the job's pending --notify events (signed with `notify_secret`); returns how many are left unsent."""
+        return deliver(self.store, self.job_id, self.notify_secret, on_notice=self.on_notice)
 
     def report(self) -> Report:
         out = self.out_dir()
@@ -323,18 +361,27 @@ def run(
     on_progress: Progress | None = None,
     on_notice: Notice = quiet,
     wait: bool = False,
+    notify: list[str] | tuple[str, ...] = (),
+    notify_secret: str | None = None,
+    webhook_listen: str | None = None,
+    webhook_secret: str | None = None,
     **settings: Any,
 ) -> Report:
     """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
     base_url, ...), the sample gate, then the run. Running it again resumes the same job. The job's lease is taken
-    first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it."""
+    first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it. `notify`: URLs that get a
+    signed `job.completed` / `job.failed` / `job.stopped` / `job.needs_attention` event (runner/notify.py), signed with
+    `notify_secret` (or FREIGHT_NOTIFY_SECRET). `webhook_listen` ("HOST:PORT"): verify the provider's batch events
+    there with `webhook_secret` (or FREIGHT_WEBHOOK_SECRET) and poll a batch as soon as its event arrives."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
-    with _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
-        job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease)
+    secret = configure_notify(opts, notify, notify_secret)
+    wake = listener_for(opts.provider, webhook_listen, webhook_secret)
+    with wake or contextlib.nullcontext(), _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
+        job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease, notify_secret=secret)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
-        return job.run(on_progress=on_progress, poll_interval=poll_interval)
+        return job.run(on_progress=on_progress, poll_interval=poll_interval, wake=wake)
 
 
 def resume(
@@ -347,10 +394,12 @@ def resume(
     on_progress: Progress | None = None,
     wait: bool = False,
     resubmit_unacknowledged: bool = False,
+    notify_secret: str | None = None,
 ) -> Report:
-    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
+    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again. Its --notify
+    URLs are kept with the job; their secret is `notify_secret` (or FREIGHT_NOTIFY_SECRET)."""
     with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
-        return Job.find(job_id, store=st, api_key=api_key, lease=lease).run(
+        return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret).run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
 

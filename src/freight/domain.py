@@ -352,6 +352,15 @@ class Batch(_Model):
     ended_at: datetime | None = None
 
 
+class WebhookEvent(_Model):
+    """A provider's verified notice that one of its batches changed (OpenAI's `batch.completed` ...): a reason to
+    poll that batch now. Never a fact to record: the poll is."""
+
+    id: str
+    type: str
+    batch_id: str
+
+
 class Item(_Model):
     """One input document of a job."""
 

@@ -58,15 +58,24 @@ def _hold(store: Store, job_id: str, wait: bool, then: Callable[[], None] | None
 
 
 def _drive(
-    job: api.Job, poll: float, as_json: bool, labels: Labels | None = None, resubmit_unacknowledged: bool = False
+    job: api.Job,
+    poll: float,
+    as_json: bool,
+    labels: Labels | None = None,
+    resubmit_unacknowledged: bool = False,
+    wake: api.WebhookListener | None = None,
 ) -> None:
     display = display_for(as_json)
     display.priced = lambda: job.priced
     # The sample's spend is the job's too: the display's cost ends where the report's does.
     display.spent_before = sample_spend(job.store, job.job_id)
+    if wake is not None:
+        _notice(f"listening for batch webhooks at {wake.url}")
     try:
-        with display:
-            report = job.run(on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged)
+        with wake or contextlib.nullcontext(), display:
+            report = job.run(
+                on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged, wake=wake
+            )
     except KeyboardInterrupt:
         _detached(job)
     except FreightError as exc:
@@ -196,6 +205,19 @@ def run(
     ),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
     wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
+    # --- notifications (runner/notify.py, docs/webhooks.md) ---
+    notify: list[str] = typer.Option(
+        [], "--notify", help="POST a signed job.completed / failed / stopped / needs_attention event here (repeatable)."
+    ),
+    notify_secret: str | None = typer.Option(
+        None, envvar=api.NOTIFY_SECRET_ENV, help="whsec_... secret --notify events are signed with (Standard Webhooks)."
+    ),
+    webhook_listen: str | None = typer.Option(
+        None, help="HOST:PORT: take the provider's batch webhooks here and poll a batch as soon as it ends (OpenAI)."
+    ),
+    webhook_secret: str | None = typer.Option(
+        None, envvar=api.WEBHOOK_SECRET_ENV, help="The whsec_... secret those webhooks are signed with."
+    ),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if db is not None:  # a store freight cannot open is refused before anything else is read
@@ -228,15 +250,17 @@ def run(
             allow_unpriced=allow_unpriced,
             on_notice=_notice,
         )
+        secret = api.configure_notify(opts, notify, notify_secret)
         if check:
             _check_only(opts, db)
             return
+        wake = api.listener_for(opts.provider, webhook_listen, webhook_secret)
     except FreightError as exc:
         fail_with(exc)
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
     with open_store(db, create=True) as store, _hold(store, job_id_for(opts), wait) as lease:
         try:
-            job = api.Job.open(opts, store=store, on_notice=_notice, lease=lease)
+            job = api.Job.open(opts, store=store, on_notice=_notice, lease=lease, notify_secret=secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job.job_id).items()))
@@ -265,7 +289,7 @@ def run(
             fail_with(exc)
         if passed is not None:
             typer.echo(render_sample(passed), err=True)
-        _drive(job, poll_interval, as_json, labels)
+        _drive(job, poll_interval, as_json, labels, wake=wake)
 
 
 def resume(
@@ -280,16 +304,23 @@ def resume(
         help="Submit again a batch an earlier run sent without hearing back, when the provider cannot tell whether "
         "it got it (check its console first: its requests may be billed twice).",
     ),
+    notify_secret: str | None = typer.Option(
+        None, envvar=api.NOTIFY_SECRET_ENV, help="The secret the job's --notify events are signed with."
+    ),
+    webhook_listen: str | None = typer.Option(None, help="HOST:PORT: poll a batch as soon as its webhook arrives."),
+    webhook_secret: str | None = typer.Option(None, envvar=api.WEBHOOK_SECRET_ENV, help="Those webhooks' secret."),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
+        api.deliver_pending(store, job_id, notify_secret, on_notice=_notice)  # even for a job that has ended
         try:
-            job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease)
+            job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease, notify_secret=notify_secret)
+            wake = api.listener_for(job.opts.provider, webhook_listen, webhook_secret)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))
         _notice(f"resuming {job_id} on {job.opts.endpoint} ({counts})")
-        _drive(job, poll_interval, as_json, resubmit_unacknowledged=resubmit_unacknowledged)
+        _drive(job, poll_interval, as_json, resubmit_unacknowledged=resubmit_unacknowledged, wake=wake)
 
 
 def status(

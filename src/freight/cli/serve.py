@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from freight.domain import FreightError
-from freight.server.config import API_KEY_ENV, build_config
+from freight.server.config import API_KEY_ENV, WEBHOOK_SECRET_ENV, build_config
 from freight.server.engines.options import engine_options
 
 
@@ -39,6 +39,14 @@ def register(app: typer.Typer) -> None:
             None, help="forward engine: the environment variable that holds the upstream's API key."
         ),
         concurrency: int | None = typer.Option(None, help="forward engine: requests in flight upstream (default 4)."),
+        webhook: list[str] = typer.Option(
+            [], "--webhook", help="POST a signed batch.completed / failed / expired / cancelled event here when an "
+            "OpenAI or Azure batch ends (repeatable; see docs/webhooks.md)."
+        ),
+        webhook_secret: str | None = typer.Option(
+            None, envvar=WEBHOOK_SECRET_ENV, help="whsec_... secret the events are signed with (Standard Webhooks)."
+        ),
+        webhook_backoff: float = typer.Option(1.0, help="Seconds before a failed delivery's first retry (doubling)."),
     ) -> None:
         """Serve the Anthropic Message Batches and OpenAI Batch APIs locally, backed by an engine."""
         from freight.server.app import serve as run
@@ -51,10 +59,12 @@ def register(app: typer.Typer) -> None:
                     engine, model_path=model_path, model_sha256=model_sha256, upstream=upstream,
                     upstream_key_env=upstream_key_env, concurrency=concurrency,
                 ),
+                webhooks=webhook, webhook_secret=webhook_secret, webhook_backoff=webhook_backoff,
             )  # fmt: skip
             typer.echo(
                 f"freight serve: http://{config.host}:{config.port} (Anthropic base_url; OpenAI base_url adds /v1), "
                 f"engine {config.engine}, time scale {config.time_scale}, state in {config.db}"
+                + (f", batch webhooks to {len(config.webhooks)} URL(s)" if config.webhooks else "")
             )
             run(config)
         except FreightError as exc:

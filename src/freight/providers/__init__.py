@@ -6,10 +6,11 @@ register under that name, so a plugin package can add a provider without touchin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from freight.domain import FreightError
+from freight.domain import FreightError, WebhookEvent
 from freight.providers.protocol import Limits, Provider, ProviderError, RequestRefused
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "get_provider",
     "key_env",
     "provider_names",
+    "webhook_verifier",
 ]
 
 GROUP = "freight.providers"
@@ -45,6 +47,19 @@ def key_env(name: str) -> str | None:
         return None
     env: str | None = getattr(found[name].load(), "key_env", None)
     return env
+
+
+WebhookVerifier = Callable[[bytes, Mapping[str, str], str], WebhookEvent | None]
+
+
+def webhook_verifier(name: str) -> WebhookVerifier | None:
+    """How `name`'s batch webhooks are verified (body, headers, secret -> the event, None for another kind; raises
+    a FreightError when it does not verify), as its adapter declares it; None for a provider that sends none."""
+    found = _entry_points()
+    if name not in found:
+        return None
+    verify: WebhookVerifier | None = getattr(found[name].load(), "verify_webhook", None)
+    return verify
 
 
 def get_provider(name: str, *, base_url: str | None = None, api_key: str | None = None, **options: Any) -> Provider:

@@ -36,6 +36,7 @@ from freight.providers.common import (
     refuse_for_batch,
     with_overflow,
 )
+from freight.providers.openai_webhooks import verify_batch_event
 from freight.providers.openai_wire import (
     BATCH_STATE,
     ENDPOINT,
@@ -104,6 +105,8 @@ class OpenAIProvider:
 
     # What a subclass for an OpenAI-compatible service (Azure) changes: its client, its endpoint, its name in errors.
     key_env = "OPENAI_API_KEY"
+    # Verifies OpenAI's batch webhooks (`freight run --webhook-listen`); see providers/__init__.webhook_verifier.
+    verify_webhook = staticmethod(verify_batch_event)
     label = "OpenAI"
     endpoint: str = ENDPOINT
 

@@ -41,6 +41,7 @@ from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
+from freight.runner.notify import completion, event, watch_stuck
 from freight.runner.pace import Pace
 from freight.runner.settle import Settler
 from freight.runner.stops import Strikes, advice
@@ -137,10 +138,13 @@ class Runner(BatchSteps):
             progressed = self.step()
             self._progress()
             if self._finished():
-                self.store.set_job_state(self.job_id, JobState.COMPLETED)
+                notify = completion(self.store, self.job_id, self.opts)
+                self.store.set_job_state(self.job_id, JobState.COMPLETED, notify=notify)
                 return
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
+                for message in watch_stuck(self.store, self.job_id, self.opts):
+                    self.note(message)
                 self.sleep(wait)
 
     def step(self) -> bool:
@@ -193,7 +197,8 @@ class Runner(BatchSteps):
                 ItemState.CANCELED,
                 error={"kind": "canceled", "message": "the job was canceled", "raw_type": ""},
             )
-        self.store.set_job_state(self.job_id, JobState.CANCELED)
+        notify = event(self.store, self.job_id, self.opts, "job.stopped", state=JobState.CANCELED, reason="canceled")
+        self.store.set_job_state(self.job_id, JobState.CANCELED, notify=notify)
 
     # --- building and sending -------------------------------------------------------------------------------------
 
@@ -286,7 +291,16 @@ class Runner(BatchSteps):
         """The job becomes `stopped` (resumable), the reason is in its log, and the run ends with `JobStopped`."""
         job = self.store.get_job(self.job_id)
         if job is not None and JobState.STOPPED in JOB_TRANSITIONS[job.state]:
-            self.store.set_job_state(self.job_id, JobState.STOPPED)
+            notify = event(
+                self.store,
+                self.job_id,
+                self.opts,
+                "job.stopped",
+                state=JobState.STOPPED,
+                reason="error",
+                message=message,
+            )
+            self.store.set_job_state(self.job_id, JobState.STOPPED, notify=notify)
         self.store.log(self.job_id, "job.stopped", message=message)
         self._progress()
         raise JobStopped(message)

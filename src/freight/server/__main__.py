@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", default=None, help="forward engine: OpenAI-compatible base URL")
     parser.add_argument("--upstream-key-env", default=None, help="forward engine: env variable holding its API key")
     parser.add_argument("--concurrency", type=int, default=None, help="forward engine: requests in flight upstream")
+    parser.add_argument("--webhook", action="append", default=[], help="POST batch events here (repeatable)")
+    parser.add_argument("--webhook-secret", default=None, help="whsec_... signing secret (or set the env variable)")
+    parser.add_argument("--webhook-backoff", type=float, default=1.0, help="first retry delay, seconds")
     args = parser.parse_args(argv)
     try:
         config = build_config(
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                 upstream_key_env=args.upstream_key_env,
                 concurrency=args.concurrency,
             ),
+            webhooks=args.webhook,
+            webhook_secret=args.webhook_secret,
+            webhook_backoff=args.webhook_backoff,
         )
         serve(config)
     except FreightError as exc:

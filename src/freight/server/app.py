@@ -27,6 +27,7 @@ from freight.server import (
     gemini_wire,
     openai_api,
     openai_files,
+    webhooks,
 )
 from freight.server.config import ServerConfig
 from freight.server.context import Context
@@ -157,18 +158,26 @@ def build_context(config: ServerConfig) -> tuple[Context, dict[str, Dialect]]:
         "gemini": gemini_api.GeminiDialect(store, config.faults.seed),
     }
     processor = Processor(config, store, answerer, dialects)
+    processor.ended = lambda conn, batch, state, now: _queue_webhooks(config, conn, batch, state, now)
     return Context(config, store, answerer, processor), dialects
+
+
+def _queue_webhooks(config: ServerConfig, conn: Any, batch: Any, state: Any, now: float) -> None:
+    webhooks.enqueue(conn, config, batch["id"], batch["dialect"], state, now)
 
 
 def create_app(config: ServerConfig) -> Starlette:
     ctx, _ = build_context(config)
+    sender = webhooks.Sender(config, ctx.store)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         ctx.processor.start()
+        sender.start()
         try:
             yield
         finally:
+            sender.stop()
             ctx.processor.stop()
             ctx.store.close()
 
@@ -177,6 +186,9 @@ def create_app(config: ServerConfig) -> Starlette:
 
     async def records(_request: HttpRequest) -> Response:
         return JSONResponse(await asyncio.to_thread(ctx.store.records))
+
+    async def webhook_log(_request: HttpRequest) -> Response:
+        return JSONResponse(await asyncio.to_thread(webhooks.deliveries, ctx.store))
 
     async def http_error(request: HttpRequest, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -189,6 +201,7 @@ def create_app(config: ServerConfig) -> Starlette:
     routes: list[Any] = [
         Route("/_freight/health", health, methods=["GET"]),
         Route("/_freight/records", records, methods=["GET"]),
+        Route("/_freight/webhooks", webhook_log, methods=["GET"]),
         *anthropic_api.routes(ctx),
         *openai_api.routes(ctx),
         *openai_files.routes(ctx),

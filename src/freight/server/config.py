@@ -11,6 +11,7 @@ from freight.domain import FreightError
 from freight.server.faults import FaultSpec
 
 API_KEY_ENV = "FREIGHT_SERVE_API_KEY"
+WEBHOOK_SECRET_ENV = "FREIGHT_SERVE_WEBHOOK_SECRET"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class ServerConfig:
     timings: Timings = field(default_factory=Timings)
     # The chosen engine's own options (--model-path, --upstream ...), checked by engines.options.engine_options.
     engine_options: dict[str, Any] = field(default_factory=dict)
+    # Batch webhooks (server/webhooks.py): where to POST when an OpenAI / Azure batch ends, the signing secret,
+    # the first retry's delay in real seconds (doubling after), and how many attempts before giving up.
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_backoff: float = 1.0
+    webhook_attempts: int = 8
 
     def __repr__(self) -> str:  # never show the key
         return f"ServerConfig(db={self.db}, host={self.host}, port={self.port}, engine={self.engine})"
@@ -71,6 +78,10 @@ def build_config(
     api_key: str | None = None,
     workers: int = 4,
     engine_options: dict[str, Any] | None = None,
+    webhooks: list[str] | tuple[str, ...] = (),
+    webhook_secret: str | None = None,
+    webhook_backoff: float = 1.0,
+    webhook_attempts: int = 8,
 ) -> ServerConfig:
     """A config from user-given options; a bad option raises FreightError saying what to pass instead."""
     key = api_key or os.environ.get(API_KEY_ENV)
@@ -82,7 +93,16 @@ def build_config(
         raise FreightError(f"--time-scale {time_scale}: use a positive factor (0.001 makes 24 h last 86 s)")
     if workers < 1:
         raise FreightError(f"--workers {workers}: use at least 1")
+    secret = _webhook_secret(tuple(webhooks), webhook_secret or os.environ.get(WEBHOOK_SECRET_ENV))
+    if webhook_backoff <= 0:
+        raise FreightError(f"--webhook-backoff {webhook_backoff}: use a positive number of seconds (default 1.0)")
+    if webhook_attempts < 1:
+        raise FreightError(f"webhook_attempts {webhook_attempts}: use at least 1")
     return ServerConfig(
+        webhooks=tuple(webhooks),
+        webhook_secret=secret,
+        webhook_backoff=webhook_backoff,
+        webhook_attempts=webhook_attempts,
         db=Path(db) if db else default_db(),
         api_key=key,
         host=host,
@@ -93,3 +113,17 @@ def build_config(
         workers=workers,
         engine_options=engine_options or {},
     )
+
+
+def _webhook_secret(urls: tuple[str, ...], secret: str | None) -> str | None:
+    from freight.signing import check_secret
+
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise FreightError(f"--webhook {url}: use an http:// or https:// URL (where your receiver listens)")
+    if urls and not secret:
+        raise FreightError(
+            f"--webhook needs a signing secret: pass --webhook-secret whsec_... or set {WEBHOOK_SECRET_ENV} "
+            "(receivers verify with it: openai's client.webhooks.unwrap(body, headers, secret=...))"
+        )
+    return check_secret(secret) if secret else None

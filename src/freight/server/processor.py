@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -65,6 +66,14 @@ class Dialect(Protocol):
         ...
 
 
+# Called in the transaction that ends a batch, with the state it ended in (the server's webhooks queue their event).
+Ended = Callable[[sa.Connection, sa.RowMapping, BatchState, float], None]
+
+
+def _nothing(_conn: sa.Connection, _batch: sa.RowMapping, _state: BatchState, _now: float) -> None:
+    pass
+
+
 class StaleBatch(Exception):
     """The batch moved on since it was read (a cancel arrived, or the processor advanced it): nothing was changed."""
 
@@ -108,6 +117,7 @@ class Processor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.ended: Ended = _nothing
 
     def start(self) -> None:
         with self.store.write() as conn:
@@ -172,6 +182,8 @@ class Processor:
             if self.dialects[batch["dialect"]].load(batch, now):
                 with self.store.write() as conn:
                     set_state(conn, batch, BatchState.IN_PROGRESS, in_progress_at=now)
+            else:
+                self._failed_validation(batch, now)
             return
         if state is BatchState.IN_PROGRESS:
             claimed = self._claim(batch)
@@ -185,6 +197,7 @@ class Processor:
             with self.store.write() as conn:
                 set_state(conn, batch, BatchState.ENDED, ended_at=now)
                 self.dialects[batch["dialect"]].on_end(conn, batch, now)
+                self.ended(conn, batch, BatchState.ENDED, now)
             return
         if state is BatchState.CANCELING and idle and now >= batch["cancel_until"]:
             self._finish_rest(batch, BatchState.CANCELED, "canceled", now)
@@ -200,6 +213,15 @@ class Processor:
             column = batches.c[_COUNTER[status]]
             set_state(conn, batch, new, ended_at=now, **{column.name: column + res.rowcount})
             self.dialects[batch["dialect"]].on_end(conn, batch, now)
+            self.ended(conn, batch, new, now)
+
+    def _failed_validation(self, batch: sa.RowMapping, now: float) -> None:
+        """The dialect failed the batch in its own transaction; its end is announced in the next one (a crash in
+        between loses that one event: the batch's state itself is safe)."""
+        with self.store.write() as conn:
+            state = conn.execute(sa.select(batches.c.state).where(batches.c.id == batch["id"])).scalar_one()
+            if state == BatchState.FAILED.value:
+                self.ended(conn, batch, BatchState.FAILED, now)
 
     def _claim(self, batch: sa.RowMapping) -> bool:
         # Enough queued work that workers never wait on a tick, little enough that a cancel takes effect quickly.

@@ -109,6 +109,36 @@ records = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
 )
 
+# Batch webhooks (`freight serve --webhook URL`): one row per event and URL, written in the transaction that ends the
+# batch (an outbox: a crash never loses one), and every delivery attempt. See server/webhooks.py.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String, nullable=False),  # the webhook-id: the same on every retry
+    sa.Column("url", sa.String, nullable=False),
+    sa.Column("type", sa.String, nullable=False),  # batch.completed | batch.failed | batch.expired | batch.cancelled
+    sa.Column("batch_id", sa.String, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # the exact bytes signed and sent, every time
+    sa.Column("state", sa.String, nullable=False, default="pending"),  # pending | delivered | gave_up
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float),
+    sa.UniqueConstraint("batch_id", "url"),
+    sa.Index("ix_webhook_due", "state", "next_at"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery", sa.Integer, nullable=False),  # webhook_deliveries.seq
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer),  # the receiver's HTTP status; None when it did not answer
+    sa.Column("error", sa.String),
+)
+
 
 class Store:
     def __init__(self, path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from freight.domain import FreightError
-from freight.server.config import API_KEY_ENV, build_config
+from freight.server.config import API_KEY_ENV, WEBHOOK_SECRET_ENV, build_config
 from freight.server.engines.options import as_flags
 
 
@@ -51,6 +51,9 @@ class LocalServer:
         workers: int = 4,
         port: int | None = None,
         engine_options: dict[str, Any] | None = None,
+        webhooks: list[str] | None = None,
+        webhook_secret: str | None = None,
+        webhook_backoff: float = 1.0,
     ) -> None:
         self.db = Path(db)
         self.engine = engine
@@ -60,6 +63,9 @@ class LocalServer:
         self.subprocess = subprocess
         self.workers = workers
         self.engine_options = engine_options or {}
+        self.webhooks = list(webhooks or [])
+        self.webhook_secret = webhook_secret
+        self.webhook_backoff = webhook_backoff
         self.port = port or free_port()
         self._proc: sp.Popen[bytes] | None = None
         self._server: Any = None
@@ -100,6 +106,13 @@ class LocalServer:
         records: list[dict[str, Any]] = response.json()
         return records
 
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Every batch event the server queued (`--webhook`), with its state and each delivery attempt."""
+        response = httpx.get(f"{self.base_url}/_freight/webhooks", headers={"x-api-key": self.api_key}, timeout=30)
+        response.raise_for_status()
+        deliveries: list[dict[str, Any]] = response.json()
+        return deliveries
+
     def start(self) -> LocalServer:
         if self.subprocess:
             self._start_process()
@@ -122,6 +135,9 @@ class LocalServer:
             api_key=self.api_key,
             workers=self.workers,
             engine_options=self.engine_options,
+            webhooks=self.webhooks,
+            webhook_secret=self.webhook_secret,
+            webhook_backoff=self.webhook_backoff,
         )
         self._server = uvicorn.Server(
             uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
@@ -135,9 +151,13 @@ class LocalServer:
             "--port", str(self.port), "--db", str(self.db), "--engine", self.engine,
             "--time-scale", str(self.time_scale), "--faults", self.faults, "--workers", str(self.workers),
             *as_flags(self.engine_options),
+            *[flag for url in self.webhooks for flag in ("--webhook", url)],
+            "--webhook-backoff", str(self.webhook_backoff),
         ]  # fmt: skip
         # The key travels in the environment, never on a command line other users can read.
         env = {**os.environ, API_KEY_ENV: self.api_key}
+        if self.webhook_secret:
+            env[WEBHOOK_SECRET_ENV] = self.webhook_secret
         # The child dies with this process, even if this one is killed outright: a server embedded in a
         # `freight run` must never outlive it (its state is on disk; the next run starts a new one).
         # Its own process group: Ctrl-C in the terminal reaches the runner only, which detaches cleanly and then

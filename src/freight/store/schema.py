@@ -151,6 +151,30 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+notify_outbox = sa.Table(
+    "notify_outbox",
+    metadata,
+    # `freight run --notify URL`: one row per event and URL, written in the transaction of the state change it
+    # announces (store/outbox.py), so a crash between the change and the POST loses nothing, and a resumed job that
+    # changes no state queues nothing again. Delivered rows stay, as the record of what was sent.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the webhook-id, the same on every retry
+    # What makes an event happen once per job however often its cause is seen again (a stuck batch seen on every
+    # resume); the event id for events that come with a state change.
+    sa.Column("dedupe", sa.String(200), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("type", sa.String(60), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the exact JSON signed and sent, every time
+    sa.Column("state", sa.String(20), nullable=False),  # pending | delivered
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("job_id", "dedupe", "url", name="uq_notify_once"),
+    sa.Index("ix_notify_pending", "job_id", "state"),
+)
+
 
 def _initial(conn: sa.Connection) -> None:
     for table in (jobs, items, batches, requests, outcomes, events):
@@ -165,9 +189,14 @@ def _leases(conn: sa.Connection) -> None:
     leases.create(conn)
 
 
+def _notify_outbox(conn: sa.Connection) -> None:
+    notify_outbox.create(conn)
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
     (2, "sample runs", _samples),
     (3, "job leases: one runner per job", _leases),
+    (5, "notify outbox: job events for freight run --notify", _notify_outbox),
 ]

@@ -26,6 +26,7 @@ from freight.domain import (
     check_transition,
 )
 from freight.store.db import default_db, make_engine, migrate
+from freight.store.outbox import Notification, enqueue
 from freight.store.schema import events, items, jobs
 
 _OUTCOME = TypeAdapter[Outcome](Outcome)
@@ -104,7 +105,9 @@ class StoreBase:
             rows = conn.execute(jobs.select().order_by(jobs.c.created_at.desc())).mappings().all()
         return [_job(r) for r in rows]
 
-    def set_job_state(self, job_id: str, new: JobState) -> None:
+    def set_job_state(self, job_id: str, new: JobState, notify: Notification | None = None) -> None:
+        """`notify`: the event announcing this change, queued in the same transaction (only when the state changes:
+        a resumed job setting the state it already has queues nothing again)."""
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(jobs.c.state).where(jobs.c.job_id == job_id)).first()
             if row is None:
@@ -112,6 +115,8 @@ class StoreBase:
             check_transition(JOB_TRANSITIONS, JobState(row.state), new, f"job {job_id}")
             conn.execute(jobs.update().where(jobs.c.job_id == job_id).values(state=new.value, updated_at=_now()))
             self._event(conn, job_id, "job.state", old=row.state, new=new.value)
+            if notify is not None and row.state != new.value:
+                enqueue(conn, job_id, notify)
 
     # --- items ------------------------------------------------------------------------------------------------
 
