@@ -54,7 +54,9 @@ def test_an_override_file_replaces_by_name_and_is_marked(tmp_path: Path) -> None
 
 def test_mistakes_are_usage_errors_without_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("providers:\n  anthropic:\n    models:\n      x: {input: -1, output: 1, cache_write: 1, cache_read: 1}\n")
+    bad.write_text(
+        "providers:\n  anthropic:\n    models:\n      x: {input: -1, output: 1, cache_write: 1, cache_read: 0}\n"
+    )
     code, out = _prices("--prices", str(bad))
     assert code == 2 and "bad.yaml" in out and "Traceback" not in out
     code, out = _prices("claude-haiku-9")

@@ -178,6 +178,9 @@ def create_app(config: ServerConfig) -> Starlette:
     async def records(_request: HttpRequest) -> Response:
         return JSONResponse(await asyncio.to_thread(ctx.store.records))
 
+    async def counts(_request: HttpRequest) -> Response:
+        return JSONResponse(await asyncio.to_thread(ctx.store.counts))
+
     async def http_error(request: HttpRequest, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         kind = {404: "not_found", 405: "invalid"}.get(status, "server_error")
@@ -189,6 +192,7 @@ def create_app(config: ServerConfig) -> Starlette:
     routes: list[Any] = [
         Route("/_freight/health", health, methods=["GET"]),
         Route("/_freight/records", records, methods=["GET"]),
+        Route("/_freight/counts", counts, methods=["GET"]),
         *anthropic_api.routes(ctx),
         *openai_api.routes(ctx),
         *openai_files.routes(ctx),
