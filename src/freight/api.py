@@ -34,10 +34,13 @@ from typing import Any
 from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
+from freight.runner.budget import current_cap, set_cap
+from freight.runner.estimate import estimate as _estimate
+from freight.runner.estimate import observed_output
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, priced, render_report
-from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
+from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, load_samples, run_sample, save_sample
 from freight.store import Holder, JobLease, Store
 from freight.target import EMBEDDED, Notice, connect, prepare, quiet
 
@@ -50,6 +53,7 @@ __all__ = [
     "Snapshot",
     "cancel",
     "connect",
+    "estimate",
     "hold",
     "prepare",
     "resume",
@@ -145,6 +149,8 @@ class Job:
         lease: JobLease | None = None,
     ) -> Job:
         job, resumed = open_job(store, opts)
+        if opts.max_cost is not None:  # kept in the job's log, where resume finds it (runner/budget.py)
+            set_cap(store, job.job_id, opts.max_cost, opts.max_cost_cancel)
         return cls(store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice, lease=lease)
 
     @classmethod
@@ -165,6 +171,14 @@ class Job:
             if not (api_key or (env and os.environ.get(env))):
                 opts.engine = "local"
         return cls(store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice, lease=lease)
+
+    def set_max_cost(self, usd: float | None, cancel: bool | None = None) -> None:
+        """Set, raise or (None) lift the job's cost cap; `cancel`: whether reaching it cancels in-flight batches
+        (unchanged when None)."""
+        if usd is not None and usd < 0:
+            raise UsageError(f"--max-cost {usd}: a cap is a positive number of US dollars")
+        _, was = current_cap(self.store, self.job_id, self.opts)
+        set_cap(self.store, self.job_id, usd, was if cancel is None else cancel)
 
     @property
     def state(self) -> JobState:
@@ -306,18 +320,68 @@ def run(
     on_progress: Progress | None = None,
     on_notice: Notice = quiet,
     wait: bool = False,
+    max_cost: float | None = None,
+    max_cost_cancel: bool = False,
     **settings: Any,
 ) -> Report:
     """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
     base_url, ...), the sample gate, then the run. Running it again resumes the same job. The job's lease is taken
-    first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it."""
+    first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it. `max_cost` (US dollars):
+    never submit work whose worst case would take the job over it; at the cap the job stops (`CostCapReached`)
+    after what is in flight finishes, or is canceled with `max_cost_cancel`."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
+    opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     with _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
         return job.run(on_progress=on_progress, poll_interval=poll_interval)
+
+
+def estimate(
+    input: str | Path,
+    *,
+    db: str | None = None,
+    store: Store | None = None,
+    api_key: str | None = None,
+    on_notice: Notice = quiet,
+    count_all_up_to: int = 200,
+    sample_size: int = 200,
+    seed: int = 0,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The dry run of `run(input, **settings)`: every request built as the run builds it, its input tokens counted by
+    the model's own counter (a stratified sample of `sample_size` above `count_all_up_to` requests, with a 95 % error
+    bar), output bounded by max_tokens and by a stored sample's observed output, the cost batch vs sync, the
+    documents over the window and their parts, the number of batches. Nothing is sent for inference, no job is made.
+    `freight.runner.estimate.render_estimate` prints it."""
+    opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
+    return estimate_for(opts, db=db, store=store, api_key=api_key, count_all_up_to=count_all_up_to,
+                        sample_size=sample_size, seed=seed)  # fmt: skip
+
+
+def estimate_for(
+    opts: RunOptions,
+    *,
+    db: str | None = None,
+    store: Store | None = None,
+    api_key: str | None = None,
+    count_all_up_to: int = 200,
+    sample_size: int = 200,
+    seed: int = 0,
+    samples: bool = True,
+) -> dict[str, Any]:
+    """`estimate` for options already prepared (what `freight run --dry-run` has in hand). `samples=False`: do not
+    look for a stored sample's observed output."""
+    observed = None
+    if samples:
+        with _opened(db, store) as st:
+            observed = observed_output(load_samples(st, opts, last=20), opts)
+    with connect(opts, api_key) as provider:
+        return _estimate(
+            provider, opts, observed=observed, count_all_up_to=count_all_up_to, sample_size=sample_size, seed=seed
+        )
 
 
 def resume(
@@ -330,10 +394,15 @@ def resume(
     on_progress: Progress | None = None,
     wait: bool = False,
     resubmit_unacknowledged: bool = False,
+    max_cost: float | None = None,
 ) -> Report:
-    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
+    """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again.
+    `max_cost` sets or raises the job's cost cap first."""
     with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
-        return Job.find(job_id, store=st, api_key=api_key, lease=lease).run(
+        job = Job.find(job_id, store=st, api_key=api_key, lease=lease)
+        if max_cost is not None:
+            job.set_max_cost(max_cost)
+        return job.run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
 

@@ -195,6 +195,16 @@ def run(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
+    # --- cost (issue 18; freight.cli.estimate, freight.runner.budget) ---
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count and price the run (the model's own token counter); send nothing for inference."
+    ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="US dollars: never submit work whose worst case would take the job over."
+    ),
+    max_cost_cancel: bool = typer.Option(
+        False, "--max-cost-cancel", help="At the cap, cancel the batches in flight instead of letting them finish."
+    ),
     wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
@@ -233,6 +243,12 @@ def run(
             return
     except FreightError as exc:
         fail_with(exc)
+    if dry_run:
+        from freight.cli.estimate import dry_run as forecast
+
+        forecast(opts, db, as_json)
+        return
+    opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
     with open_store(db, create=True) as store, _hold(store, job_id_for(opts), wait) as lease:
         try:
@@ -280,11 +296,16 @@ def resume(
         help="Submit again a batch an earlier run sent without hearing back, when the provider cannot tell whether "
         "it got it (check its console first: its requests may be billed twice).",
     ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="Set (or raise) the job's cost cap, US dollars, before carrying on."
+    ),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
         try:
             job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease)
+            if max_cost is not None:
+                job.set_max_cost(max_cost)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))

@@ -15,12 +15,38 @@ all kept.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 CHARS_PER_TOKEN = 4  # a conservative estimate for budgeting: real tokenizers average 3.5-4.5 characters per token
 _PARAS = re.compile(r"\n\s*\n")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+
+
+def chunk_budget(
+    document: str, prompt_tokens: int | None, window: int, max_tokens: int, template_chars: int
+) -> int | None:
+    """How many tokens of the document one part may carry (in our 4-characters estimate, scaled to the counter's
+    tokens when the prompt was counted), or None when the window leaves no room beside max_tokens. The one formula
+    for a split after an overflow, before the first submission (pre-flight), and in a dry run's forecast."""
+    doc_tokens = math.ceil(len(document) / CHARS_PER_TOKEN)
+    # What the prompt costs beyond the document itself (template, system, schema instructions).
+    overhead = max(0, prompt_tokens - doc_tokens) if prompt_tokens else math.ceil(template_chars / CHARS_PER_TOKEN)
+    budget = int((window - max_tokens - overhead) * 0.8)
+    if budget < 100:
+        return None
+    if prompt_tokens:  # the provider counted: scale our estimate to its tokenizer
+        budget = int(budget * doc_tokens / max(1, prompt_tokens - overhead))
+    return budget
+
+
+def split_for_window(document: str, budget: int) -> list[str]:
+    """The parts a document is sent as: at least two (the counter said the whole does not fit)."""
+    chunks = split_text(document, budget)
+    if len(chunks) < 2:  # the estimate says it fits, the provider said it does not: split it anyway
+        chunks = split_text(document, max(100, math.ceil(len(document) / CHARS_PER_TOKEN) // 2))
+    return chunks
 
 
 def split_text(text: str, budget_tokens: int, overlap_tokens: int = 50) -> list[str]:

@@ -37,6 +37,7 @@ from freight.domain import (
 )
 from freight.providers import Provider, ProviderError
 from freight.runner.batches import ACTIVE, PAGE, BatchSteps
+from freight.runner.budget import Budget, CostCapReached
 from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
@@ -98,6 +99,8 @@ class Runner(BatchSteps):
         # it: submit it again anyway (the user checked, or accepts paying twice).
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
+        self.budget = Budget(store, provider, job_id, opts)
+        self._cap_canceled = False
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Runner(BatchSteps):
     def _run(self) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
+        self.budget.check_priced([self.opts.model])
         if job.state in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
             self.store.set_job_state(self.job_id, JobState.RUNNING)
         wait = self.poll_interval
@@ -136,12 +140,15 @@ class Runner(BatchSteps):
             if self._finished():
                 self.store.set_job_state(self.job_id, JobState.COMPLETED)
                 return
+            if self.budget.blocked is not None:
+                progressed |= self._at_cap()
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
                 self.sleep(wait)
 
     def step(self) -> bool:
         """One pass over everything that can move; True when something did."""
+        self.budget.blocked = None
         moved = self.settle_unsettled()
         moved |= self.create_first_requests()
         if self.opts.mode == "sync":
@@ -215,6 +222,7 @@ class Runner(BatchSteps):
 
     def run_sync(self) -> bool:
         requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
+        requests = list(self.budget.admit(requests, batch=False))
         if not requests:
             return False
         refused: ProviderError | None = None
@@ -236,6 +244,46 @@ class Runner(BatchSteps):
             return self.provider.send(request)
         except ProviderError as exc:
             return Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc))
+
+    # --- the cost cap (runner/budget.py) -------------------------------------------------------------------------
+
+    def _at_cap(self) -> bool:
+        """The cap kept a request back: cancel what is in flight when asked to, and once nothing is in flight (its
+        real cost known, and still no room), stop the job for a human to decide."""
+        active = self.store.batches(self.job_id, ACTIVE[1:])
+        if active and self.budget.cancel and not self._cap_canceled:
+            self._cap_canceled = True
+            self.note(f"cost cap ${self.budget.cap:.4f} reached: canceling {len(active)} batch(es) in flight")
+            for row in active:
+                try:
+                    self._update(row, self.provider.cancel_batch(row["provider_batch_id"]))
+                except ProviderError as exc:
+                    self.note(f"canceling {row['provider_batch_id']} failed ({exc}); it finishes instead")
+            return True
+        if self.store.batches(self.job_id, ACTIVE) or self.store.unsettled(self.job_id):
+            return False  # in-flight work finishes (and is paid) first
+        counts = self.store.item_counts(self.job_id)
+        undone = counts.get(ItemState.PENDING.value, 0) + counts.get(ItemState.IN_FLIGHT.value, 0)
+        spent, cap = self.budget.spent(), self.budget.cap or 0.0
+        blocked = self.budget.blocked
+        nxt = (
+            f" (the next request, {blocked.custom_id}, could cost up to ${self.budget.worst(blocked, True):.4f})"
+            if blocked is not None
+            else ""
+        )
+        message = (
+            f"cost cap ${cap:.4f} reached: spent ${spent:.4f}; {undone} document(s) not done{nxt}. "
+            f"Nothing more was submitted. Raise the cap to finish: freight resume {self.job_id} --max-cost N"
+        )
+        job = self.store.get_job(self.job_id)
+        if job is not None and JobState.STOPPED in JOB_TRANSITIONS[job.state]:
+            self.store.set_job_state(self.job_id, JobState.STOPPED)
+        self.store.log(self.job_id, "job.stopped", message=message)
+        # What the webhooks/notifications work hooks onto: a stopped job a human must decide about.
+        self.store.log(self.job_id, "job.needs_attention", reason="cost_cap", message=message, **self.budget.summary())
+        self.note(message)
+        self._progress()
+        raise CostCapReached(message)
 
     # --- outcomes -------------------------------------------------------------------------------------------------
 
