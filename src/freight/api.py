@@ -32,15 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from freight.domain import FreightError, JobState, UsageError
+from freight.dryrun import estimate  # re-exported: the library's dry run
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.budget import current_cap, set_cap
-from freight.runner.estimate import estimate as _estimate
-from freight.runner.estimate import observed_output
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, priced, render_report
-from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, load_samples, run_sample, save_sample
+from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
 from freight.store import Holder, JobLease, Store
 from freight.target import EMBEDDED, Notice, connect, prepare, quiet
 
@@ -337,51 +336,6 @@ def run(
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
         job.sample_gate(enabled=sample, size=sample_size, min_first_pass=min_first_pass)
         return job.run(on_progress=on_progress, poll_interval=poll_interval)
-
-
-def estimate(
-    input: str | Path,
-    *,
-    db: str | None = None,
-    store: Store | None = None,
-    api_key: str | None = None,
-    on_notice: Notice = quiet,
-    count_all_up_to: int = 200,
-    sample_size: int = 200,
-    seed: int = 0,
-    **settings: Any,
-) -> dict[str, Any]:
-    """The dry run of `run(input, **settings)`: every request built as the run builds it, its input tokens counted by
-    the model's own counter (a stratified sample of `sample_size` above `count_all_up_to` requests, with a 95 % error
-    bar), output bounded by max_tokens and by a stored sample's observed output, the cost batch vs sync, the
-    documents over the window and their parts, the number of batches. Nothing is sent for inference, no job is made.
-    `freight.runner.estimate.render_estimate` prints it."""
-    opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
-    return estimate_for(opts, db=db, store=store, api_key=api_key, count_all_up_to=count_all_up_to,
-                        sample_size=sample_size, seed=seed)  # fmt: skip
-
-
-def estimate_for(
-    opts: RunOptions,
-    *,
-    db: str | None = None,
-    store: Store | None = None,
-    api_key: str | None = None,
-    count_all_up_to: int = 200,
-    sample_size: int = 200,
-    seed: int = 0,
-    samples: bool = True,
-) -> dict[str, Any]:
-    """`estimate` for options already prepared (what `freight run --dry-run` has in hand). `samples=False`: do not
-    look for a stored sample's observed output."""
-    observed = None
-    if samples:
-        with _opened(db, store) as st:
-            observed = observed_output(load_samples(st, opts, last=20), opts)
-    with connect(opts, api_key) as provider:
-        return _estimate(
-            provider, opts, observed=observed, count_all_up_to=count_all_up_to, sample_size=sample_size, seed=seed
-        )
 
 
 def resume(

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from freight import api
+from freight import dryrun
 from freight.cli import run as run_cmd
 from freight.cli.common import fail_with, open_store, print_json
 from freight.domain import FreightError, UsageError
@@ -29,12 +29,12 @@ def dry_run(opts: RunOptions, db: str | None, as_json: bool) -> None:
     """Count and price the run `opts` describes, and print the forecast."""
     try:
         if db is None:
-            forecast = api.estimate_for(opts)
+            forecast = dryrun.estimate_for(opts)
         elif _exists(db):
             with open_store(db) as store:
-                forecast = api.estimate_for(opts, store=store)
+                forecast = dryrun.estimate_for(opts, store=store)
         else:  # a dry run makes no store: with none there, there is no stored sample either
-            forecast = api.estimate_for(opts, samples=False)
+            forecast = dryrun.estimate_for(opts, samples=False)
     except FreightError as exc:
         fail_with(exc)
     if as_json:

@@ -26,7 +26,7 @@ from freight.plan.pricing import Pricer
 from freight.providers import Provider
 from freight.providers.packing import pack_for
 from freight.providers.protocol import TokenCount
-from freight.runner.chunking import chunk_budget, split_for_window
+from freight.runner.chunking import chunk_budget, may_overflow, split_for_window
 from freight.runner.inputs import read_input
 from freight.runner.job import RunOptions
 from freight.runner.sample import prompt_version, request_for
@@ -34,8 +34,6 @@ from freight.runner.sample import prompt_version, request_for
 COUNT_ALL_UP_TO = 200  # inputs this small are counted request by request: the estimate is exact
 STRATA = 10
 Z95 = 1.96
-# Room kept for what a chat template adds around the text (role markers, special tokens) in the bytes bound.
-TEMPLATE_SLACK_TOKENS = 256
 
 
 @dataclass
@@ -133,14 +131,10 @@ def estimate(
 
 
 def _may_overflow(r: _Req) -> bool:
-    """Whether the request could be over its window: its UTF-8 bytes bound its tokens (a token is at least a byte)."""
-    bound = len(r.request.prompt_text().encode()) + TEMPLATE_SLACK_TOKENS
-    return bound + r.request.max_tokens > r.window
+    return may_overflow(r.request, r.window)
 
 
-def _strata(
-    rest: list[_Req], count_all_up_to: int, sample_size: int, seed: int
-) -> list[tuple[list[_Req], list[_Req]]]:
+def _strata(rest: list[_Req], count_all_up_to: int, sample_size: int, seed: int) -> list[tuple[list[_Req], list[_Req]]]:
     """(members, the ones to count) per stratum of prompt length; one stratum, all counted, for a small input."""
     if len(rest) <= count_all_up_to:
         return [(rest, list(rest))] if rest else []

@@ -39,6 +39,7 @@ from freight.providers import Provider, ProviderError
 from freight.runner.batches import ACTIVE, PAGE, BatchSteps
 from freight.runner.budget import Budget, CostCapReached
 from freight.runner.build import build_request
+from freight.runner.chunking import preflight_overflows
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
@@ -218,6 +219,8 @@ class Runner(BatchSteps):
                 return made
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
+            # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
+            self._record_page(preflight_overflows(self.provider, batch), batch=self.opts.mode != "sync")
             made = True
 
     def run_sync(self) -> bool:
@@ -262,6 +265,12 @@ class Runner(BatchSteps):
             return True
         if self.store.batches(self.job_id, ACTIVE) or self.store.unsettled(self.job_id):
             return False  # in-flight work finishes (and is paid) first
+        # Nothing in flight: its real cost (below its worst case) is known now, so there may be room again.
+        self.budget.blocked = None
+        moved = self.submit_pending() if self.opts.mode != "sync" else False
+        moved |= self.run_sync()
+        if moved or self.budget.blocked is None:
+            return True
         counts = self.store.item_counts(self.job_id)
         undone = counts.get(ItemState.PENDING.value, 0) + counts.get(ItemState.IN_FLIGHT.value, 0)
         spent, cap = self.budget.spent(), self.budget.cap or 0.0
