@@ -31,6 +31,7 @@ from freight.cli.progress import display_for, working
 from freight.cli.sample_view import render_sample
 from freight.domain import ExitCode, FreightError, JobState, UsageError
 from freight.runner.accuracy import Labels, render_accuracy, score
+from freight.runner.budget import CostCapReached
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
@@ -69,6 +70,8 @@ def _drive(
             report = job.run(on_progress=display, poll_interval=poll, resubmit_unacknowledged=resubmit_unacknowledged)
     except KeyboardInterrupt:
         _detached(job)
+    except CostCapReached as exc:  # its message already says how to go on
+        fail(str(exc), exc.exit_code)
     except FreightError as exc:
         fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job.job_id}`", exc.exit_code)
     accuracy = _accuracy(job, labels)

@@ -56,6 +56,9 @@ class Budget:
         self.pricer: Pricer = opts.pricer()
         self._worst: dict[str, float] = {}  # custom_id -> worst-case US dollars, counted once per run
         self.blocked: Request | None = None  # the first request the cap kept back in the last pass
+        # Set once the cap canceled the batches in flight (--max-cost-cancel): nothing more is submitted this run,
+        # not even the canceled requests' resubmissions.
+        self.closed = False
 
     @property
     def active(self) -> bool:
@@ -89,6 +92,9 @@ class Budget:
         `blocked` until the caller's next pass clears it)."""
         if self.cap is None:
             yield from requests
+            return
+        if self.closed:
+            self.blocked = next(iter(requests), None) or self.blocked  # an empty pass leaves the last one in place
             return
         committed = self.spent() + self.in_flight()
         for request in requests:

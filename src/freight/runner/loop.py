@@ -101,7 +101,6 @@ class Runner(BatchSteps):
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
         self.budget = Budget(store, provider, job_id, opts)
-        self._cap_canceled = False
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -254,8 +253,8 @@ class Runner(BatchSteps):
         """The cap kept a request back: cancel what is in flight when asked to, and once nothing is in flight (its
         real cost known, and still no room), stop the job for a human to decide."""
         active = self.store.batches(self.job_id, ACTIVE[1:])
-        if active and self.budget.cancel and not self._cap_canceled:
-            self._cap_canceled = True
+        if active and self.budget.cancel and not self.budget.closed:
+            self.budget.closed = True
             self.note(f"cost cap ${self.budget.cap:.4f} reached: canceling {len(active)} batch(es) in flight")
             for row in active:
                 try:
@@ -265,12 +264,13 @@ class Runner(BatchSteps):
             return True
         if self.store.batches(self.job_id, ACTIVE) or self.store.unsettled(self.job_id):
             return False  # in-flight work finishes (and is paid) first
-        # Nothing in flight: its real cost (below its worst case) is known now, so there may be room again.
-        self.budget.blocked = None
-        moved = self.submit_pending() if self.opts.mode != "sync" else False
-        moved |= self.run_sync()
-        if moved or self.budget.blocked is None:
-            return True
+        if not self.budget.closed:
+            # Nothing in flight: its real cost (below its worst case) is known now, so there may be room again.
+            self.budget.blocked = None
+            moved = self.submit_pending() if self.opts.mode != "sync" else False
+            moved |= self.run_sync()
+            if moved or self.budget.blocked is None:
+                return True
         counts = self.store.item_counts(self.job_id)
         undone = counts.get(ItemState.PENDING.value, 0) + counts.get(ItemState.IN_FLIGHT.value, 0)
         spent, cap = self.budget.spent(), self.budget.cap or 0.0

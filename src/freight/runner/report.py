@@ -171,7 +171,7 @@ def render_report(report: dict[str, Any]) -> str:
         parts = ", ".join(f"{k.replace('_', ' ')} {money(v)}" for k, v in report["cost_by_fix"].items())
         lines.append(f"cost by fix: {parts}")
     if cap := report.get("cost_cap"):
-        undone = f"{cap['undone']} document(s) not done" if cap["undone"] else "everything done"
+        undone = f"{cap['undone']} document(s) not done" if cap["undone"] else "nothing left undone"
         more = f" (raise it: freight resume {report['job']} --max-cost N)" if cap["undone"] else ""
         lines.append(f"cost cap: {money(cap['max_cost_usd'])}; spent {money(cap['spent_usd'])}; {undone}{more}")
     return "\n".join(lines)
