@@ -14,14 +14,15 @@ job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from freight.domain import JobStopped, Request, Usage, UsageError
 from freight.plan.pricing import Pricer
-from freight.providers import Provider
 from freight.runner.job import RunOptions
 from freight.runner.report import sample_spend
+from freight.runner.tokens import TokenCounter
 from freight.store import Store
 
 CAP_EVENT = "cost.cap"
@@ -48,9 +49,9 @@ def current_cap(store: Store, job_id: str, opts: RunOptions) -> tuple[float | No
 
 
 class Budget:
-    def __init__(self, store: Store, provider: Provider, job_id: str, opts: RunOptions) -> None:
+    def __init__(self, store: Store, tokens: TokenCounter, job_id: str, opts: RunOptions) -> None:
         self.store = store
-        self.provider = provider
+        self.tokens = tokens
         self.job_id = job_id
         self.cap, self.cancel = current_cap(store, job_id, opts)
         self.pricer: Pricer = opts.pricer()
@@ -77,7 +78,9 @@ class Budget:
     def worst(self, request: Request, batch: bool) -> float:
         key = f"{request.custom_id}:{batch}"
         if key not in self._worst:
-            tokens = self.provider.count_tokens(request).input_tokens
+            counted = self.tokens.count(request)
+            # An estimate (no counter) may fall short: a fifth more keeps the cap a ceiling rather than a guess.
+            tokens = math.ceil(counted.input_tokens * 1.2) if counted.estimated else counted.input_tokens
             usage = Usage(input_tokens=tokens, output_tokens=request.max_tokens)
             self._worst[key] = self.pricer.cost(request.model, usage, batch) or 0.0
         return self._worst[key]

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from freight.domain import Errored, ErrorKind, Outcome, Request
-from freight.providers import Provider
+
+if TYPE_CHECKING:
+    from freight.runner.tokens import TokenCounter
 
 CHARS_PER_TOKEN = 4  # a conservative estimate for budgeting: real tokenizers average 3.5-4.5 characters per token
 # Room kept for what a chat template adds around the text (role markers, special tokens) in the bytes bound.
@@ -61,17 +63,17 @@ def may_overflow(request: Request, window: int) -> bool:
     return bound + request.max_tokens > window
 
 
-def preflight_overflows(provider: Provider, requests: list[Request]) -> list[tuple[str, Outcome]]:
+def preflight_overflows(counter: TokenCounter, requests: list[Request]) -> list[tuple[str, Outcome]]:
     """The pre-flight check: each request whose prompt the model's own counter puts over its window (with room for
     max_tokens), as the context-overflow outcome the provider would have answered - recorded without sending it, so
     remediation splits the document before its first submission. The provider's own overflow error stays the safety
     net for what this misses (a counter that is an estimate)."""
     found: list[tuple[str, Outcome]] = []
     for request in requests:
-        window = provider.limits.context_for(request.model)
+        window = counter.provider.limits.context_for(request.model)
         if not may_overflow(request, window):
             continue
-        counted = provider.count_tokens(request)
+        counted = counter.count(request)
         if counted.input_tokens + request.max_tokens <= window:
             continue
         how = f"{counted.how}, an estimate" if counted.estimated else counted.how

@@ -30,6 +30,7 @@ from freight.runner.chunking import chunk_budget, may_overflow, split_for_window
 from freight.runner.inputs import read_input
 from freight.runner.job import RunOptions
 from freight.runner.sample import prompt_version, request_for
+from freight.runner.tokens import TokenCounter
 
 COUNT_ALL_UP_TO = 200  # inputs this small are counted request by request: the estimate is exact
 STRATA = 10
@@ -150,8 +151,10 @@ def _strata(rest: list[_Req], count_all_up_to: int, sample_size: int, seed: int)
 
 
 def _count(provider: Provider, reqs: list[_Req], concurrency: int) -> str:
+    counter = TokenCounter(provider)  # a dry run has no job yet: an estimate, if any, is at 4 characters a token
+
     def one(r: _Req) -> TokenCount:
-        return provider.count_tokens(r.request)
+        return counter.count(r.request)
 
     hows: set[str] = set()
     with ThreadPoolExecutor(concurrency) as pool:

@@ -45,6 +45,7 @@ from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.settle import Settler
 from freight.runner.stops import Strikes, advice
+from freight.runner.tokens import TokenCounter
 from freight.store import JobLease, Store
 
 
@@ -100,7 +101,8 @@ class Runner(BatchSteps):
         # it: submit it again anyway (the user checked, or accepts paying twice).
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
-        self.budget = Budget(store, provider, job_id, opts)
+        self.tokens = TokenCounter(provider, store, job_id)
+        self.budget = Budget(store, self.tokens, job_id, opts)
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class Runner(BatchSteps):
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
             # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
-            self._record_page(preflight_overflows(self.provider, batch), batch=self.opts.mode != "sync")
+            self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
             made = True
 
     def run_sync(self) -> bool:
