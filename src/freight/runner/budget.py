@@ -99,8 +99,10 @@ class Budget:
         if self.closed:
             self.blocked = next(iter(requests), None) or self.blocked  # an empty pass leaves the last one in place
             return
-        committed = self.spent() + self.in_flight()
+        committed: float | None = None  # read only when there is something to admit: a poll pass costs nothing
         for request in requests:
+            if committed is None:
+                committed = self.spent() + self.in_flight()
             cost = self.worst(request, batch)
             if committed + cost > self.cap + 1e-12:
                 self.blocked = request
