@@ -49,9 +49,11 @@ def test_a_dry_run_of_1000_documents_sends_only_counting_calls_and_the_real_bill
     with Store(db) as store:
         assert store.list_jobs() == []  # a dry run makes no job
 
-    text = CliRunner().invoke(app, args)
-    assert text.exit_code == 0
-    assert "nothing was sent" in text.stdout and "+/-" in text.stdout and "(95%)" in text.stdout
+    for command in (args, ["estimate", *args[1:-1]]):  # `freight estimate` is `freight run --dry-run`
+        text = CliRunner().invoke(app, command)
+        assert text.exit_code == 0, text.output
+        assert "nothing was sent" in text.stdout and "+/-" in text.stdout and "(95%)" in text.stdout
+    assert len(server.records()) == sent_before
 
     report = freight.run(docs, db=db, sample=False, poll_interval=0.05, **settings(server, docs))
     assert report.succeeded == 1000
