@@ -14,10 +14,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from freight.api import Job, Report, SampleGateFailed, cancel, prepare, resume, run, sample
+    from freight.api import Job, Report, SampleGateFailed, cancel, estimate, prepare, resume, run, sample
     from freight.domain import ExitCode, FreightError, JobHeld, JobStopped, UsageError
 
-_API = ("Job", "Report", "SampleGateFailed", "cancel", "prepare", "resume", "run", "sample")
+_API = ("Job", "Report", "SampleGateFailed", "cancel", "estimate", "prepare", "resume", "run", "sample")
 _DOMAIN = ("ExitCode", "FreightError", "JobHeld", "JobStopped", "UsageError")
 __all__ = [
     "ExitCode",
@@ -30,6 +30,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "cancel",
+    "estimate",
     "prepare",
     "resume",
     "run",

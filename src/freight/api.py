@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from freight.domain import FreightError, JobState, UsageError
+from freight.dryrun import estimate  # re-exported: the library's dry run
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
+from freight.runner.budget import current_cap, set_cap
 from freight.runner.feed import FINAL, ResultsFeed
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.listen import WEBHOOK_SECRET_ENV, WebhookListener, listener_for
@@ -62,6 +64,7 @@ __all__ = [
     "configure_notify",
     "connect",
     "deliver_pending",
+    "estimate",
     "hold",
     "listener_for",
     "prepare",
@@ -161,6 +164,8 @@ class Job:
         notify_secret: str | None = None,
     ) -> Job:
         job, resumed = open_job(store, opts)
+        if opts.max_cost is not None:  # kept in the job's log, where resume finds it (runner/budget.py)
+            set_cap(store, job.job_id, opts.max_cost, opts.max_cost_cancel)
         return cls(
             store, job.job_id, opts, resumed=resumed, api_key=api_key, on_notice=on_notice, lease=lease,
             notify_secret=notify_secret,
@@ -188,6 +193,14 @@ class Job:
             store, job_id, opts, resumed=True, api_key=api_key, on_notice=on_notice, lease=lease,
             notify_secret=notify_secret,
         )  # fmt: skip
+
+    def set_max_cost(self, usd: float | None, cancel: bool | None = None) -> None:
+        """Set, raise or (None) lift the job's cost cap; `cancel`: whether reaching it cancels in-flight batches
+        (unchanged when None)."""
+        if usd is not None and usd < 0:
+            raise UsageError(f"--max-cost {usd}: a cap is a positive number of US dollars")
+        _, was = current_cap(self.store, self.job_id, self.opts)
+        set_cap(self.store, self.job_id, usd, was if cancel is None else cancel)
 
     @property
     def state(self) -> JobState:
@@ -365,6 +378,8 @@ def run(
     notify_secret: str | None = None,
     webhook_listen: str | None = None,
     webhook_secret: str | None = None,
+    max_cost: float | None = None,
+    max_cost_cancel: bool = False,
     **settings: Any,
 ) -> Report:
     """Run a job end to end and return its report: `prepare(input, **settings)` (prompt, schema, provider, model,
@@ -372,8 +387,11 @@ def run(
     first: a job another runner holds raises `JobHeld`, or with `wait=True` waits for it. `notify`: URLs that get a
     signed `job.completed` / `job.failed` / `job.stopped` / `job.needs_attention` event (runner/notify.py), signed with
     `notify_secret` (or FREIGHT_NOTIFY_SECRET). `webhook_listen` ("HOST:PORT"): verify the provider's batch events
-    there with `webhook_secret` (or FREIGHT_WEBHOOK_SECRET) and poll a batch as soon as its event arrives."""
+    there with `webhook_secret` (or FREIGHT_WEBHOOK_SECRET) and poll a batch as soon as its event arrives. `max_cost`
+    (US dollars): never submit work whose worst case would take the job over it; at the cap the job stops
+    (`CostCapReached`) after what is in flight finishes, or is canceled with `max_cost_cancel`."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
+    opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     secret = configure_notify(opts, notify, notify_secret)
     wake = listener_for(opts.provider, webhook_listen, webhook_secret)
     with wake or contextlib.nullcontext(), _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
@@ -395,11 +413,16 @@ def resume(
     wait: bool = False,
     resubmit_unacknowledged: bool = False,
     notify_secret: str | None = None,
+    max_cost: float | None = None,
 ) -> Report:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again. Its --notify
-    URLs are kept with the job; their secret is `notify_secret` (or FREIGHT_NOTIFY_SECRET)."""
+    URLs are kept with the job; their secret is `notify_secret` (or FREIGHT_NOTIFY_SECRET). `max_cost` sets or raises
+    the job's cost cap first."""
     with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
-        return Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret).run(
+        job = Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret)
+        if max_cost is not None:
+            job.set_max_cost(max_cost)
+        return job.run(
             on_progress=on_progress, poll_interval=poll_interval, resubmit_unacknowledged=resubmit_unacknowledged
         )
 

@@ -31,6 +31,7 @@ from freight.cli.progress import display_for, working
 from freight.cli.sample_view import render_sample
 from freight.domain import ExitCode, FreightError, JobState, UsageError
 from freight.runner.accuracy import Labels, render_accuracy, score
+from freight.runner.budget import CostCapReached
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
@@ -78,6 +79,8 @@ def _drive(
             )
     except KeyboardInterrupt:
         _detached(job)
+    except CostCapReached as exc:  # its message already says how to go on
+        fail(str(exc), exc.exit_code)
     except FreightError as exc:
         fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job.job_id}`", exc.exit_code)
     accuracy = _accuracy(job, labels)
@@ -204,6 +207,16 @@ def run(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
+    # --- cost (issue 18; freight.cli.estimate, freight.runner.budget) ---
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count and price the run (the model's own token counter); send nothing for inference."
+    ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="US dollars: never submit work whose worst case would take the job over."
+    ),
+    max_cost_cancel: bool = typer.Option(
+        False, "--max-cost-cancel", help="At the cap, cancel the batches in flight instead of letting them finish."
+    ),
     wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
     # --- notifications (runner/notify.py, docs/webhooks.md) ---
     notify: list[str] = typer.Option(
@@ -257,6 +270,12 @@ def run(
         wake = api.listener_for(opts.provider, webhook_listen, webhook_secret)
     except FreightError as exc:
         fail_with(exc)
+    if dry_run:
+        from freight.cli.estimate import dry_run as forecast
+
+        forecast(opts, db, as_json)
+        return
+    opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
     with open_store(db, create=True) as store, _hold(store, job_id_for(opts), wait) as lease:
         try:
@@ -309,6 +328,9 @@ def resume(
     ),
     webhook_listen: str | None = typer.Option(None, help="HOST:PORT: poll a batch as soon as its webhook arrives."),
     webhook_secret: str | None = typer.Option(None, envvar=api.WEBHOOK_SECRET_ENV, help="Those webhooks' secret."),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", min=0.0, help="Set (or raise) the job's cost cap, US dollars, before carrying on."
+    ),
 ) -> None:
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again."""
     with open_store(db) as store, _hold(store, job_id, wait) as lease:
@@ -316,6 +338,8 @@ def resume(
         try:
             job = api.Job.find(job_id, store=store, on_notice=_notice, lease=lease, notify_secret=notify_secret)
             wake = api.listener_for(job.opts.provider, webhook_listen, webhook_secret)
+            if max_cost is not None:
+                job.set_max_cost(max_cost)
         except FreightError as exc:
             fail_with(exc)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job_id).items()))

@@ -47,6 +47,8 @@ class Price(_Frozen):
     output: float = Field(ge=0)
     cache_write: float = Field(ge=0)
     cache_read: float = Field(ge=0)
+    # When this price was last checked against the provider's page (YYYY-MM-DD); the table's `as_of` when not given.
+    checked: str | None = None
 
 
 class ProviderPrices(_Frozen):
@@ -60,6 +62,8 @@ class PriceTable(_Frozen):
     source: str = ""
     providers: dict[str, ProviderPrices]
     origin: str = "the packaged table"
+    # "provider/model" -> the file whose price replaced (or added) ours: what `freight prices` marks as an override.
+    overrides: dict[str, str] = Field(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return sorted({m for p in self.providers.values() for m in p.models})
@@ -118,6 +122,10 @@ class PriceTable(_Frozen):
             source=override.source or self.source,
             providers=providers,
             origin=f"{self.origin} + {override.origin}",
+            overrides={
+                **self.overrides,
+                **{f"{name}/{m}": override.origin for name, prov in override.providers.items() for m in prov.models},
+            },
         )
 
 
@@ -133,10 +141,27 @@ def _parse(text: str, origin: str) -> PriceTable:
     if not isinstance(data, dict):
         raise PricingError(f"{origin}: expected a mapping with a 'providers:' key. See freight/plan/prices.yaml.")
     try:
-        return PriceTable.model_validate({**data, "origin": origin})
+        table = PriceTable.model_validate({**data, "origin": origin})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise PricingError(f"{origin}: {problems}. Fix the file and retry.") from None
+    return _dated(table)
+
+
+def _dated(table: PriceTable) -> PriceTable:
+    """Every price carries the date it was checked: its own, else its table's `as_of` (None when neither says)."""
+    providers = {
+        name: prov.model_copy(
+            update={
+                "models": {
+                    m: price if price.checked else price.model_copy(update={"checked": table.as_of or None})
+                    for m, price in prov.models.items()
+                }
+            }
+        )
+        for name, prov in table.providers.items()
+    }
+    return table.model_copy(update={"providers": providers})
 
 
 @cache

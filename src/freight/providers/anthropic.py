@@ -46,7 +46,7 @@ from freight.providers.common import (
     retry_after,
     with_overflow,
 )
-from freight.providers.protocol import Limits, Provider, ProviderError
+from freight.providers.protocol import Limits, Provider, ProviderError, TokenCount
 from freight.providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 
 # --- errors -----------------------------------------------------------------------------------------------------
@@ -315,6 +315,12 @@ class AnthropicProvider:
     def request_bytes(self, request: Request) -> int:
         # +1 for the comma between entries in the request body.
         return len(json.dumps(self.batch_entry(request), separators=(",", ":")).encode()) + 1
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        # The same builder as send and submit_batch, less what the counter does not take (it counts input only).
+        p = {k: v for k, v in self.params(request).items() if k not in ("max_tokens", "stop_sequences")}
+        counted = self._call(lambda: self._client.messages.count_tokens(**p))
+        return TokenCount(input_tokens=counted.input_tokens, how="anthropic messages.count_tokens")
 
     def _call(self, fn: Any, *, idempotent: bool = True) -> Any:
         return call_with_retry(fn, translate, self.retry, idempotent=idempotent)

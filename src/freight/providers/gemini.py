@@ -45,7 +45,7 @@ from freight.providers.gemini_wire import (
     translate,
     wire_request,
 )
-from freight.providers.protocol import Limits, Provider, ProviderError
+from freight.providers.protocol import Limits, Provider, ProviderError, TokenCount
 from freight.providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 
 __all__ = ["GeminiProvider", "translate"]
@@ -122,6 +122,15 @@ class GeminiProvider:
                 return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
             raise
         return outcome_of_response(response, request.wants_json)
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """By `models.count_tokens`. The Gemini Developer API's counter takes no system instruction (the SDK refuses
+        one), so the system prompt is counted as a leading user turn: the same text, within a few template tokens."""
+        body = contents(request)
+        if request.system is not None:
+            body = [{"role": "user", "parts": [{"text": request.system}]}, *body]
+        counted = self._call(lambda: self._client.models.count_tokens(model=request.model, contents=body))
+        return TokenCount(input_tokens=counted.total_tokens or 0, how="gemini models.count_tokens")
 
     def submit_batch(self, requests: Sequence[Request], ref: str | None = None) -> Batch:
         refuse_for_batch(requests, self.limits)

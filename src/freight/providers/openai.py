@@ -49,7 +49,7 @@ from freight.providers.openai_wire import (
     tool,
     translate,
 )
-from freight.providers.protocol import Limits, Provider, ProviderError
+from freight.providers.protocol import Limits, Provider, ProviderError, TokenCount
 from freight.providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 
 __all__ = ["OpenAIProvider", "translate", "outcome_of_line", "outcome_of_completion"]
@@ -154,6 +154,20 @@ class OpenAIProvider:
 
     def request_bytes(self, request: Request) -> int:
         return len(self._encode_line(request))
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """By the Responses API's input-token counter (`responses.input_tokens.count`): Chat Completions has none, and
+        the same messages, instructions and output format read the same to the model through either API."""
+        kw: dict[str, Any] = {
+            "model": request.model,
+            "input": [{"role": m.role, "content": m.text()} for m in request.messages],
+        }
+        if request.system is not None:
+            kw["instructions"] = request.system
+        if request.output_schema is not None:
+            kw["text"] = {"format": {"type": "json_schema", "name": "freight_output", "schema": request.output_schema}}
+        counted = self._call(lambda: self._client.responses.input_tokens.count(**kw))
+        return TokenCount(input_tokens=counted.input_tokens, how=f"{self.name} responses.input_tokens.count")
 
     def _call(self, fn: Any, *, idempotent: bool = True) -> Any:
         return call_with_retry(fn, self._translate, self.retry, idempotent=idempotent)

@@ -65,6 +65,16 @@ class Limits(BaseModel):
         return self.max_output_tokens.get(model, self.default_max_output_tokens)
 
 
+class TokenCount(BaseModel):
+    """A request's input tokens: from the provider's own counter, or - where it has none - an estimate, said so."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int
+    estimated: bool = False
+    how: str = ""  # "anthropic messages.count_tokens", "estimate: 4 characters per token" ...
+
+
 class Provider(Protocol):
     name: str
     # The environment variable that holds this provider's API key: asked of the adapter (a class attribute, so it is
@@ -77,6 +87,11 @@ class Provider(Protocol):
 
     def send(self, request: Request) -> Succeeded | Errored:
         """One synchronous call. A request-level failure is an `Errored`; an API that cannot be reached raises."""
+        ...
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """The input tokens of `request` as built for sending, by the provider's own counting endpoint (free, and
+        never an inference); an estimate marked `estimated` where the provider has none."""
         ...
 
     def request_bytes(self, request: Request) -> int:

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from freight.domain import BatchState, Errored, ErrorKind, Expired, Outcome, Request
 from freight.providers import Provider, ProviderError, RequestRefused
 from freight.providers.packing import pack_for
+from freight.runner.budget import Budget
 from freight.runner.crash import crashpoint
 from freight.runner.pace import Pace
 from freight.runner.stops import Strikes, unhealable
@@ -41,6 +42,7 @@ class BatchSteps:
     pace: Pace | None
     resubmit_unacknowledged: bool
     strikes: Strikes
+    budget: Budget
 
     def note(self, message: str) -> None:
         raise NotImplementedError
@@ -74,7 +76,7 @@ class BatchSteps:
         if size:
             limits = limits.model_copy(update={"max_requests_per_batch": min(size, limits.max_requests_per_batch)})
         try:
-            for requests in pack_for(self.provider, self._batchable(), limits):
+            for requests in pack_for(self.provider, self.budget.admit(self._batchable()), limits):
                 local = self.store.create_batch(self.job_id, self.provider.name, [r.custom_id for r in requests])
                 crashpoint("submit.before")
                 self._submit(local, requests)

@@ -15,12 +15,85 @@ all kept.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from freight.domain import Errored, ErrorKind, Outcome, Request
+
+if TYPE_CHECKING:
+    from freight.runner.tokens import TokenCounter
 
 CHARS_PER_TOKEN = 4  # a conservative estimate for budgeting: real tokenizers average 3.5-4.5 characters per token
+# Room kept for what a chat template adds around the text (role markers, special tokens) in the bytes bound.
+TEMPLATE_SLACK_TOKENS = 256
 _PARAS = re.compile(r"\n\s*\n")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+
+
+def chunk_budget(
+    document: str, prompt_tokens: int | None, window: int, max_tokens: int, template_chars: int
+) -> int | None:
+    """How many tokens of the document one part may carry (in our 4-characters estimate, scaled to the counter's
+    tokens when the prompt was counted), or None when the window leaves no room beside max_tokens. The one formula
+    for a split after an overflow, before the first submission (pre-flight), and in a dry run's forecast."""
+    doc_tokens = math.ceil(len(document) / CHARS_PER_TOKEN)
+    # What the prompt costs beyond the document itself (template, system, schema instructions).
+    overhead = max(0, prompt_tokens - doc_tokens) if prompt_tokens else math.ceil(template_chars / CHARS_PER_TOKEN)
+    budget = int((window - max_tokens - overhead) * 0.8)
+    if budget < 100:
+        return None
+    if prompt_tokens:  # the provider counted: scale our estimate to its tokenizer
+        budget = int(budget * doc_tokens / max(1, prompt_tokens - overhead))
+    return budget
+
+
+def split_for_window(document: str, budget: int) -> list[str]:
+    """The parts a document is sent as: at least two (the counter said the whole does not fit)."""
+    chunks = split_text(document, budget)
+    if len(chunks) < 2:  # the estimate says it fits, the provider said it does not: split it anyway
+        chunks = split_text(document, max(100, math.ceil(len(document) / CHARS_PER_TOKEN) // 2))
+    return chunks
+
+
+def may_overflow(request: Request, window: int) -> bool:
+    """Whether `request` could be over `window`: its UTF-8 bytes bound its tokens (a token is at least one byte), with
+    room for what a chat template adds. Only these are worth a call to the counter."""
+    bound = len(request.prompt_text().encode()) + TEMPLATE_SLACK_TOKENS
+    return bound + request.max_tokens > window
+
+
+def preflight_overflows(counter: TokenCounter, requests: list[Request]) -> list[tuple[str, Outcome]]:
+    """The pre-flight check: each request whose prompt the model's own counter puts over its window (with room for
+    max_tokens), as the context-overflow outcome the provider would have answered - recorded without sending it, so
+    remediation splits the document before its first submission. The provider's own overflow error stays the safety
+    net for what this misses (a counter that is an estimate)."""
+    found: list[tuple[str, Outcome]] = []
+    for request in requests:
+        window = counter.provider.limits.context_for(request.model)
+        if not may_overflow(request, window):
+            continue
+        counted = counter.count(request)
+        if counted.input_tokens + request.max_tokens <= window:
+            continue
+        how = f"{counted.how}, an estimate" if counted.estimated else counted.how
+        message = (
+            f"prompt is too long: {counted.input_tokens} tokens > {window} maximum with max_tokens "
+            f"{request.max_tokens} (counted before sending by {how}; never sent)"
+        )
+        found.append(
+            (
+                request.custom_id,
+                Errored(
+                    kind=ErrorKind.CONTEXT_OVERFLOW,
+                    raw_type="preflight",
+                    message=message,
+                    prompt_tokens=counted.input_tokens,
+                    context_window=window,
+                ),
+            )
+        )
+    return found
 
 
 def split_text(text: str, budget_tokens: int, overlap_tokens: int = 50) -> list[str]:

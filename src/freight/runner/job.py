@@ -48,6 +48,10 @@ class RunOptions:
     prices: str | None = None
     price_as: str | None = None
     allow_unpriced: bool = False
+    # The cost cap (--max-cost, US dollars, None: none) and whether reaching it cancels the batches in flight.
+    # Not part of the job's identity: `freight resume JOB --max-cost N` raises it (runner/budget.py).
+    max_cost: float | None = None
+    max_cost_cancel: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,7 +83,9 @@ class RunOptions:
 
 
 # Options that change neither what is asked nor where it is sent: the same job with or without them.
-_NOT_IDENTITY = ("input", "out", "base_url", "engine", "prices", "price_as", "allow_unpriced", "extra")
+_NOT_IDENTITY = (
+    "input", "out", "base_url", "engine", "prices", "price_as", "allow_unpriced", "max_cost", "max_cost_cancel", "extra"
+)  # fmt: skip
 
 
 def job_id_for(opts: RunOptions) -> str:

@@ -37,14 +37,17 @@ from freight.domain import (
 )
 from freight.providers import Provider, ProviderError
 from freight.runner.batches import ACTIVE, PAGE, BatchSteps
+from freight.runner.budget import Budget, CostCapReached
 from freight.runner.build import build_request
+from freight.runner.chunking import preflight_overflows
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
-from freight.runner.notify import completion, event, watch_stuck
+from freight.runner.notify import completion, event, needs_attention, watch_stuck
 from freight.runner.pace import Pace
 from freight.runner.settle import Settler
 from freight.runner.stops import Strikes, advice
+from freight.runner.tokens import TokenCounter
 from freight.store import JobLease, Store
 
 
@@ -102,6 +105,8 @@ class Runner(BatchSteps):
         # it: submit it again anyway (the user checked, or accepts paying twice).
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
+        self.tokens = TokenCounter(provider, store, job_id)
+        self.budget = Budget(store, self.tokens, job_id, opts)
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Runner(BatchSteps):
     def _run(self) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
+        self.budget.check_priced([self.opts.model])
         if job.state in (JobState.CREATED, JobState.SAMPLING, JobState.STOPPED):
             self.store.set_job_state(self.job_id, JobState.RUNNING)
         wait = self.poll_interval
@@ -141,6 +147,8 @@ class Runner(BatchSteps):
                 notify = completion(self.store, self.job_id, self.opts)
                 self.store.set_job_state(self.job_id, JobState.COMPLETED, notify=notify)
                 return
+            if self.budget.blocked is not None:
+                progressed |= self._at_cap()
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
                 for message in watch_stuck(self.store, self.job_id, self.opts):
@@ -149,6 +157,7 @@ class Runner(BatchSteps):
 
     def step(self) -> bool:
         """One pass over everything that can move; True when something did."""
+        self.budget.blocked = None
         moved = self.settle_unsettled()
         moved |= self.create_first_requests()
         if self.opts.mode == "sync":
@@ -219,10 +228,13 @@ class Runner(BatchSteps):
                 return made
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
+            # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
+            self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
             made = True
 
     def run_sync(self) -> bool:
         requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
+        requests = list(self.budget.admit(requests, batch=False))
         if not requests:
             return False
         refused: ProviderError | None = None
@@ -244,6 +256,54 @@ class Runner(BatchSteps):
             return self.provider.send(request)
         except ProviderError as exc:
             return Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc))
+
+    # --- the cost cap (runner/budget.py) -------------------------------------------------------------------------
+
+    def _at_cap(self) -> bool:
+        """The cap kept a request back: cancel what is in flight when asked to, and once nothing is in flight (its
+        real cost known, and still no room), stop the job for a human to decide."""
+        active = self.store.batches(self.job_id, ACTIVE[1:])
+        if active and self.budget.cancel and not self.budget.closed:
+            self.budget.closed = True
+            self.note(f"cost cap ${self.budget.cap:.4f} reached: canceling {len(active)} batch(es) in flight")
+            for row in active:
+                try:
+                    self._update(row, self.provider.cancel_batch(row["provider_batch_id"]))
+                except ProviderError as exc:
+                    self.note(f"canceling {row['provider_batch_id']} failed ({exc}); it finishes instead")
+            return True
+        if self.store.batches(self.job_id, ACTIVE) or self.store.unsettled(self.job_id):
+            return False  # in-flight work finishes (and is paid) first
+        if not self.budget.closed:
+            # Nothing in flight: its real cost (below its worst case) is known now, so there may be room again.
+            self.budget.blocked = None
+            moved = self.submit_pending() if self.opts.mode != "sync" else False
+            moved |= self.run_sync()
+            if moved or self.budget.blocked is None:
+                return True
+        counts = self.store.item_counts(self.job_id)
+        undone = counts.get(ItemState.PENDING.value, 0) + counts.get(ItemState.IN_FLIGHT.value, 0)
+        spent, cap = self.budget.spent(), self.budget.cap or 0.0
+        blocked = self.budget.blocked
+        nxt = (
+            f" (the next request, {blocked.custom_id}, could cost up to ${self.budget.worst(blocked, True):.4f})"
+            if blocked is not None
+            else ""
+        )
+        message = (
+            f"cost cap ${cap:.4f} reached: spent ${spent:.4f}; {undone} document(s) not done{nxt}. "
+            f"Nothing more was submitted. Raise the cap to finish: freight resume {self.job_id} --max-cost N"
+        )
+        job = self.store.get_job(self.job_id)
+        if job is not None and JobState.STOPPED in JOB_TRANSITIONS[job.state]:
+            self.store.set_job_state(self.job_id, JobState.STOPPED)
+        self.store.log(self.job_id, "job.stopped", message=message)
+        # A stopped job a human must decide about: in its log, and to its --notify URLs (once per cap).
+        self.store.log(self.job_id, "job.needs_attention", reason="cost_cap", message=message, **self.budget.summary())
+        needs_attention(self.store, self.job_id, self.opts, "cost_cap", message, key=f"cost_cap:{cap}")
+        self.note(message)
+        self._progress()
+        raise CostCapReached(message)
 
     # --- outcomes -------------------------------------------------------------------------------------------------
 

@@ -16,14 +16,13 @@ Every fix costs one attempt of the document's budget (`--max-retries`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from freight.domain import Canceled, Errored, ErrorKind, Expired, Message, Outcome, Request, StopReason, Succeeded
 from freight.runner.build import Template
-from freight.runner.chunking import CHARS_PER_TOKEN, split_text
+from freight.runner.chunking import chunk_budget, split_for_window
 from freight.store.work import Part
 
 REASK_LEAD = "Your previous reply could not be used:"
@@ -178,15 +177,9 @@ def _chunk(req: Request, part: Part | None, failure: Failure, ctx: Context, atte
             )
         )
     prompt_tokens, window = failure.counts or (None, ctx.context_window)
-    doc_tokens = math.ceil(len(ctx.document) / CHARS_PER_TOKEN)
-    # What the prompt costs beyond the document itself (template, system, schema instructions).
-    overhead = (
-        max(0, prompt_tokens - doc_tokens)
-        if prompt_tokens
-        else math.ceil(len(ctx.template.render("") + (ctx.template.system or "")) / CHARS_PER_TOKEN)
-    )
-    budget = int((window - req.max_tokens - overhead) * 0.8)
-    if budget < 100:
+    template_chars = len(ctx.template.render("") + (ctx.template.system or ""))
+    budget = chunk_budget(ctx.document, prompt_tokens, window, req.max_tokens, template_chars)
+    if budget is None:
         return Remedy(
             give_up=Failure(
                 failure.kind,
@@ -194,11 +187,7 @@ def _chunk(req: Request, part: Part | None, failure: Failure, ctx: Context, atte
                 f"for the document beside max_tokens={req.max_tokens}",
             )
         )
-    if prompt_tokens:  # the provider counted: scale our estimate to its tokenizer
-        budget = int(budget * doc_tokens / max(1, prompt_tokens - overhead))
-    chunks = split_text(ctx.document, budget)
-    if len(chunks) < 2:  # the estimate says it fits, the provider said it does not: split it anyway
-        chunks = split_text(ctx.document, max(100, doc_tokens // 2))
+    chunks = split_for_window(ctx.document, budget)
     doc_turn = document_turn(req)
     out = Remedy()
     for i, chunk in enumerate(chunks):

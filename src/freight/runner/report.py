@@ -129,6 +129,14 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
         },
         **_costs(totals, sample_spend(store, job_id), by_fix, known),
     }
+    caps = store.events(job_id, kind="cost.cap")  # runner/budget.py: the newest is in force
+    if caps and caps[-1]["data"].get("max_cost") is not None:
+        counts = store.item_counts(job_id)
+        report["cost_cap"] = {
+            "max_cost_usd": float(caps[-1]["data"]["max_cost"]),
+            "spent_usd": report["cost_usd"],
+            "undone": counts.get("pending", 0) + counts.get("in_flight", 0),
+        }
     if write_to is not None:
         (write_to / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -179,4 +187,8 @@ def render_report(report: dict[str, Any]) -> str:
     if report["cost_by_fix"]:
         parts = ", ".join(f"{k.replace('_', ' ')} {money(v)}" for k, v in report["cost_by_fix"].items())
         lines.append(f"cost by fix: {parts}")
+    if cap := report.get("cost_cap"):
+        undone = f"{cap['undone']} document(s) not done" if cap["undone"] else "nothing left undone"
+        more = f" (raise it: freight resume {report['job']} --max-cost N)" if cap["undone"] else ""
+        lines.append(f"cost cap: {money(cap['max_cost_usd'])}; spent {money(cap['spent_usd'])}; {undone}{more}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from freight.domain import CUSTOM_ID_PATTERN, BatchState, Errored, ErrorKind, Ou
 from freight.server import anthropic_wire
 from freight.server.batch_rows import get_batch, insert_requests, is_ended, list_page, result_rows
 from freight.server.context import Context
+from freight.server.counting import count
 from freight.server.processor import request_cancel
 from freight.server.responses import anthropic_error, dumps, jsonl_stream
 from freight.server.store import batches, requests
@@ -85,6 +86,13 @@ def routes(ctx: Context) -> list[Route]:
             return anthropic_error(400, "invalid_request_error", "stream: freight serve does not stream; omit stream")
         return await run_in_threadpool(_sync_message, ctx, body)
 
+    async def count_tokens(request: HttpRequest) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.")
+        return await run_in_threadpool(_count_tokens, ctx, body)
+
     async def create_batch(request: HttpRequest) -> Response:
         size = int(request.headers.get("content-length") or 0)
         if size > MAX_BYTES:
@@ -149,6 +157,7 @@ def routes(ctx: Context) -> list[Route]:
 
     return [
         Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/messages/batches", create_batch, methods=["POST"]),
         Route("/v1/messages/batches", list_batches, methods=["GET"]),
         Route("/v1/messages/batches/{batch_id}", retrieve, methods=["GET"]),
@@ -177,6 +186,17 @@ def _sync_message(ctx: Context, body: Any) -> Response:
     status, body_out = anthropic_wire.error_of(outcome)
     headers = {"retry-after": "1"} if outcome.kind is ErrorKind.RATE_LIMITED else None
     return JSONResponse(body_out, status_code=status, headers=headers)
+
+
+def _count_tokens(ctx: Context, body: Any) -> Response:
+    if not isinstance(body, dict):
+        return anthropic_error(400, "invalid_request_error", "body: expected an object")
+    try:
+        # count_tokens takes no max_tokens: the request is otherwise a Messages request.
+        request = anthropic_wire.to_request({"max_tokens": 1, **body})
+    except WireError as exc:
+        return anthropic_error(400, "invalid_request_error", exc.message)
+    return JSONResponse({"input_tokens": count(ctx, "anthropic", request)})
 
 
 def _create_batch(ctx: Context, body: Any, base_url: str) -> Response:

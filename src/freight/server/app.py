@@ -189,6 +189,8 @@ def create_app(config: ServerConfig) -> Starlette:
 
     async def webhook_log(_request: HttpRequest) -> Response:
         return JSONResponse(await asyncio.to_thread(webhooks.deliveries, ctx.store))
+    async def counts(_request: HttpRequest) -> Response:
+        return JSONResponse(await asyncio.to_thread(ctx.store.counts))
 
     async def http_error(request: HttpRequest, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -202,6 +204,7 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/_freight/health", health, methods=["GET"]),
         Route("/_freight/records", records, methods=["GET"]),
         Route("/_freight/webhooks", webhook_log, methods=["GET"]),
+        Route("/_freight/counts", counts, methods=["GET"]),
         *anthropic_api.routes(ctx),
         *openai_api.routes(ctx),
         *openai_files.routes(ctx),

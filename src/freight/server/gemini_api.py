@@ -22,6 +22,7 @@ from freight.domain import BatchState, Errored, Request, Succeeded
 from freight.server import gemini_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page, result_rows
 from freight.server.context import Context
+from freight.server.counting import count
 from freight.server.gemini_files import gemini_file, result_item, write_results_file
 from freight.server.openai_files import iter_lines
 from freight.server.processor import request_cancel
@@ -108,6 +109,15 @@ def routes(ctx: Context) -> list[Route]:
             return gemini_wire.invalid("Invalid JSON payload received.")
         return await run_in_threadpool(_generate, ctx, body, request.path_params["model"])
 
+    async def count_tokens(request: HttpRequest) -> Response:
+        if request.path_params["version"] not in VERSIONS:
+            return _no_version(request)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return gemini_wire.invalid("Invalid JSON payload received.")
+        return await run_in_threadpool(_count_tokens, ctx, body, request.path_params["model"])
+
     async def create(request: HttpRequest) -> Response:
         if request.path_params["version"] not in VERSIONS:
             return _no_version(request)
@@ -161,6 +171,7 @@ def routes(ctx: Context) -> list[Route]:
 
     return [
         Route("/gemini/{version}/models/{model}:generateContent", generate, methods=["POST"]),
+        Route("/gemini/{version}/models/{model}:countTokens", count_tokens, methods=["POST"]),
         Route("/gemini/{version}/models/{model}:batchGenerateContent", create, methods=["POST"]),
         Route("/gemini/{version}/batches", list_batches, methods=["GET"]),
         Route("/gemini/{version}/batches/{batch_id}:cancel", cancel, methods=["POST"]),
@@ -266,3 +277,13 @@ def _cancel(ctx: Context, batch_id: str) -> Response:
             return gemini_wire.invalid(f"Batch batches/{batch_id} has already ended.", 400, "FAILED_PRECONDITION")
         ctx.processor.wake()
     return JSONResponse({})  # google.protobuf.Empty, as the real cancel answers
+
+
+def _count_tokens(ctx: Context, body: Any, model: str) -> Response:
+    """POST models/{model}:countTokens: `contents` (or a whole `generateContentRequest`), by the engine's tokenizer."""
+    inner = body.get("generateContentRequest") if isinstance(body, dict) else None
+    try:
+        request = gemini_wire.to_request(inner or body, "count", model)
+    except WireError as exc:
+        return gemini_wire.invalid(exc.message)
+    return JSONResponse({"totalTokens": count(ctx, DIALECT, request)})

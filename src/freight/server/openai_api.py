@@ -16,6 +16,7 @@ from freight.domain import BatchState, Errored, ErrorKind, Request, Succeeded
 from freight.server import openai_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page
 from freight.server.context import Context
+from freight.server.counting import count
 from freight.server.openai_files import get_file, iter_lines, write_results_files
 from freight.server.processor import request_cancel, set_state
 from freight.server.responses import dumps, openai_error
@@ -211,6 +212,13 @@ def routes(
             body["model"] = request.path_params["deployment"]
         return await run_in_threadpool(_sync_chat, ctx, body, dialect)
 
+    async def input_tokens(request: HttpRequest) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        return await run_in_threadpool(_input_tokens, ctx, body, dialect)
+
     async def create(request: HttpRequest) -> Response:
         try:
             body = json.loads(await request.body())
@@ -252,6 +260,7 @@ def routes(
 
     return [
         Route(chat_path or f"{prefix}/chat/completions", chat, methods=["POST"]),
+        Route(f"{prefix}/responses/input_tokens", input_tokens, methods=["POST"]),
         Route(f"{prefix}/batches", create, methods=["POST"]),
         Route(f"{prefix}/batches", list_batches, methods=["GET"]),
         Route(f"{prefix}/batches/{{batch_id}}", retrieve, methods=["GET"]),
@@ -339,3 +348,21 @@ def _cancel(ctx: Context, batch_id: str, dialect: str) -> Response:
         row = get_batch(ctx.store, dialect, batch_id)
         assert row is not None
     return JSONResponse(batch_view(row))
+
+
+def _input_tokens(ctx: Context, body: Any, dialect: str) -> Response:
+    """POST /responses/input_tokens: a Responses request's `input` (a string or message items) and `instructions`,
+    counted by the engine's tokenizer."""
+    if not isinstance(body, dict) or not body.get("model"):
+        return openai_error(400, "you must provide a model parameter", param="model")
+    raw = body.get("input")
+    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        return openai_error(400, "input: expected a string or a non-empty array of input items", param="input")
+    messages: list[Any] = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
+    messages += [{"role": i.get("role"), "content": i.get("content")} for i in items if isinstance(i, dict)]
+    try:
+        request = openai_wire.to_request({"model": body["model"], "messages": messages})
+    except WireError as exc:
+        return openai_error(400, exc.message, param=exc.param)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": count(ctx, dialect, request)})

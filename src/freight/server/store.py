@@ -139,6 +139,17 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.String),
 )
 
+# Token-counting calls, kept apart from `records` (inference): a dry run shows up here and nowhere else.
+counts = sa.Table(
+    "counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dialect", sa.String, nullable=False),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
 
 class Store:
     def __init__(self, path: Path) -> None:
@@ -201,6 +212,17 @@ class Store:
     def records(self) -> list[dict[str, Any]]:
         with self.read() as conn:
             rows = conn.execute(sa.select(records).order_by(records.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def record_count(self, dialect: str, model: str, input_tokens: int, now: float) -> None:
+        with self.write() as conn:
+            conn.execute(
+                sa.insert(counts).values(dialect=dialect, model=model, input_tokens=input_tokens, received_at=now)
+            )
+
+    def counts(self) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(counts).order_by(counts.c.id)).mappings().all()
         return [dict(r) for r in rows]
 
     def close(self) -> None:

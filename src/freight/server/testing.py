@@ -112,6 +112,12 @@ class LocalServer:
         response.raise_for_status()
         deliveries: list[dict[str, Any]] = response.json()
         return deliveries
+    def counts(self) -> list[dict[str, Any]]:
+        """The server's log of token-counting calls (kept apart from `records`): dialect, model, input_tokens."""
+        response = httpx.get(f"{self.base_url}/_freight/counts", headers={"x-api-key": self.api_key}, timeout=30)
+        response.raise_for_status()
+        counts: list[dict[str, Any]] = response.json()
+        return counts
 
     def start(self) -> LocalServer:
         if self.subprocess:

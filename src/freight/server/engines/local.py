@@ -122,6 +122,10 @@ class LocalEngine:
         # The template writes the special tokens itself (added_special), as llama-cpp-python's chat handler does.
         return self._llm.tokenize(prompt)
 
+    def count_tokens(self, request: Request) -> int:
+        """What the counting endpoints answer: the prompt as the model reads it, by its own tokenizer."""
+        return len(self.prompt_tokens(request))
+
     def complete(self, request: Request) -> Succeeded | Errored:
         tokens = self.prompt_tokens(request)
         # llama.cpp needs room for at least one generated token.

@@ -52,6 +52,10 @@ class ScriptedEngine:
         best = max((p for p in CONTEXT_WINDOWS if model.startswith(p)), key=len, default=None)
         return CONTEXT_WINDOWS[best] if best else DEFAULT_CONTEXT_WINDOW
 
+    def count_tokens(self, request: Request) -> int:
+        """What the counting endpoints answer: the same rule `complete` bills the prompt by."""
+        return count_tokens(request.prompt_text())
+
     def complete(self, request: Request) -> Succeeded | Errored:
         prompt_tokens = count_tokens(request.prompt_text())
         window = self.context_window(request.model)
