@@ -10,10 +10,9 @@ what the store holds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from freight.domain import ItemState
 from freight.runner.report import stamped_results
@@ -43,17 +42,18 @@ class ResultsFeed:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8")
-        for line, updated in self._new_lines():
-            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
-            if self._since is None or updated > self._since:
-                self._since, self._at_since = updated, set()
-            self._at_since.add(line["id"])
-        self._file.flush()
-
-    def _new_lines(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # Streamed: the lines come in input order, not by time, so the new watermark is known only at the end.
+        since, at_since = self._since, set(self._at_since)
         for line, updated in stamped_results(self.store, self.job_id, states=FINAL, updated_since=self._since):
-            if line["id"] not in self._at_since:
-                yield line, updated
+            if line["id"] in self._at_since:
+                continue
+            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if since is None or updated > since:
+                since, at_since = updated, {line["id"]}
+            elif updated == since:
+                at_since.add(line["id"])
+        self._file.flush()
+        self._since, self._at_since = since, at_since
 
     def close(self) -> None:
         if self._file is not None:
