@@ -168,10 +168,12 @@ class Processor:
                     set_state(conn, batch, BatchState.IN_PROGRESS, in_progress_at=now)
             return
         if state is BatchState.IN_PROGRESS:
-            claimed = self._claim(batch)
             done = batch["n_succeeded"] + batch["n_errored"] + batch["n_canceled"] + batch["n_expired"]
+            claimed = self._claim(batch, self._paced(batch, now, done))
             if not claimed and idle and done >= batch["total"]:
                 until = now + self.config.real(self.config.timings.finalize + self.config.faults.stuck_finalizing)
+                if self.config.faults.stalls_finalizing(bid):
+                    until = max(until, batch["expires_at"])
                 with self.store.write() as conn:
                     set_state(conn, batch, BatchState.FINALIZING, finalizing_at=now, finalize_until=until)
             return
@@ -195,11 +197,24 @@ class Processor:
             set_state(conn, batch, new, ended_at=now, **{column.name: column + res.rowcount})
             self.dialects[batch["dialect"]].on_end(conn, batch, now)
 
-    def _claim(self, batch: sa.RowMapping) -> bool:
+    def _paced(self, batch: sa.RowMapping, now: float, done: int) -> int | None:
+        """How many more of the batch's requests the latency model lets start now (None: no limit)."""
+        faults = self.config.faults
+        if faults.latency is None and faults.stall <= 0:
+            return None
+        pace = faults.pace(batch["id"], batch["created_at"], self.config.time_scale, self.config.timings.finalize)
+        started = done + self._inflight[batch["id"]]
+        return max(0, pace.allowed(batch["total"], batch["in_progress_at"] or now, now) - started)
+
+    def _claim(self, batch: sa.RowMapping, paced: int | None = None) -> bool:
         # Enough queued work that workers never wait on a tick, little enough that a cancel takes effect quickly.
         room = max(32, 8 * self.config.workers) - sum(self._inflight.values())
         if room <= 0:
             return True  # busy, not finished
+        if paced is not None:
+            room = min(room, paced)
+            if room <= 0:
+                return False  # held back by the latency model; the batch is not finished while requests remain
         with self.store.write() as conn:
             rows = conn.execute(
                 sa.select(requests.c.idx, requests.c.custom_id, requests.c.params)
