@@ -83,7 +83,7 @@ class Latency:
             return p[0] + (p[1] - p[0]) * u
         if self.kind == "lognormal":
             return float(math.exp(p[0] + p[1] * NormalDist().inv_cdf(u)))
-        return p[0] / (1 - u) ** (1 / p[1])  # tail (Pareto)
+        return float(p[0] / (1 - u) ** (1 / p[1]))  # tail (Pareto)
 
     def __str__(self) -> str:
         return f"{self.kind}:{','.join(f'{p:g}' for p in self.params)}"
