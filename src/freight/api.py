@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
+from freight.runner.hedge import policy_for
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.report import build_report, priced, render_report
@@ -230,6 +232,7 @@ class Job:
         on_progress: Progress | None = None,
         poll_interval: float = 5.0,
         resubmit_unacknowledged: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> Report:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
         `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
@@ -245,6 +248,8 @@ class Job:
                 on_progress=on_progress,
                 lease=self.lease,
                 resubmit_unacknowledged=resubmit_unacknowledged,
+                hedge=policy_for(self.opts),  # with a deadline: hedged (runner/hedge.py); `wall_clock` tells its time
+                wall_clock=wall_clock,
             ).run()
         return self.report()
 

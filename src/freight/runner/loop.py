@@ -39,6 +39,7 @@ from freight.providers import Provider, ProviderError
 from freight.runner.batches import ACTIVE, PAGE, BatchSteps
 from freight.runner.build import build_request
 from freight.runner.crash import crashpoint
+from freight.runner.hedge import HedgePolicy, Hedger
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.settle import Settler
@@ -76,6 +77,8 @@ class Runner(BatchSteps):
         lease: JobLease | None = None,
         resubmit_unacknowledged: bool = False,
         max_transient_failures: int = 8,
+        hedge: HedgePolicy | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -98,6 +101,8 @@ class Runner(BatchSteps):
         # it: submit it again anyway (the user checked, or accepts paying twice).
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
+        # A deadline: move what the batches have not finished to the synchronous API in time (runner/hedge.py).
+        self.hedger = Hedger(store, provider, job_id, hedge, wall_clock) if hedge and opts.mode != "sync" else None
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -138,7 +143,8 @@ class Runner(BatchSteps):
                 return
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
-                self.sleep(wait)
+                due = self.hedger.due_in() if self.hedger is not None else None
+                self.sleep(wait if due is None else max(min(wait, due), min(self.poll_interval, 0.05)))
 
     def step(self) -> bool:
         """One pass over everything that can move; True when something did."""
@@ -147,6 +153,8 @@ class Runner(BatchSteps):
         if self.opts.mode == "sync":
             moved |= self.run_sync()
         else:
+            if self.hedger is not None:
+                moved |= self.hedger.step(self)  # before packing: once hedged, nothing new goes into a batch
             moved |= self.submit_pending()
             moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
             moved |= self.poll_batches()
