@@ -180,3 +180,28 @@ def test_a_deadline_that_is_not_a_time_is_refused_before_anything_is_sent(tmp_pa
     with pytest.raises(freight.UsageError, match=r"--deadline 'tomorrow' is not an ISO 8601 time"):
         freight.prepare(write_docs(tmp_path), provider="anthropic", model="claude-haiku-4-5",
                         base_url="http://127.0.0.1:9", api_key="k", deadline="tomorrow")  # fmt: skip
+
+
+# --- through the CLI ------------------------------------------------------------------------------------------------
+
+
+def test_cli_a_deadline_too_close_for_any_batch_goes_synchronously_at_once_saying_why(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from freight.cli import app
+
+    docs = write_docs(tmp_path)
+    soon = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0005) as srv:
+        args = ["run", str(docs), "--prompt-text", "Extract the vendor.\n\n{document}", "--model", "claude-haiku-4-5",
+                "--base-url", srv.base_url, "--db", str(tmp_path / "f.db"), "--no-sample", "--poll-interval", "0.05",
+                "--deadline", soon, "--hedge-margin", "7200", "--out", str(tmp_path / "out")]  # fmt: skip
+        result = CliRunner().invoke(app, args, env={"ANTHROPIC_API_KEY": srv.api_key})
+        records = srv.records()
+    assert result.exit_code == 0, result.output
+    assert "hedging: 10 document(s) unfinished" in result.output and "7200 s margin" in result.output
+    assert f"0 of {N} documents answered in batch, {N} synchronously; 0% of the batch discount kept" in result.output
+    assert [r["batch_id"] for r in records] == [None] * N  # nothing was put in a batch, each sent once
+    bad = CliRunner().invoke(app, [*args[:-6], "--deadline", "next friday"], env={"ANTHROPIC_API_KEY": "k"})
+    assert bad.exit_code == 2 and "--deadline 'next friday' is not an ISO 8601 time" in bad.output
+    assert "Traceback" not in bad.output

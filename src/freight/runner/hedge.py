@@ -267,9 +267,12 @@ def hedge_summary(store: Store, job_id: str) -> dict[str, Any] | None:
     sync_rows = [r for r in paths if r["mode"] == "sync" and r["status"] == "succeeded"]
     saved = sum(r["sync_cost_usd"] - r["cost_usd"] for r in batch_rows)
     batch_sync = sum(r["sync_cost_usd"] for r in batch_rows)
-    discount = saved / batch_sync if batch_sync > 0 else None
-    lost = discount * sum(r["sync_cost_usd"] for r in sync_rows) if discount is not None else None
-    kept = saved / (saved + lost) if lost is not None and saved + lost > 0 else None
+    kept: float | None = None  # unknown: nothing priced (an unpriced model, the embedded one)
+    if batch_sync > 0:
+        lost = saved / batch_sync * sum(r["sync_cost_usd"] for r in sync_rows)  # at the discount the batch gave
+        kept = saved / (saved + lost) if saved + lost > 0 else None
+    elif any(r["sync_cost_usd"] > 0 for r in sync_rows):
+        kept = 0.0  # priced, and nothing was answered in batch
     docs_batch = sum(1 for w in way.values() if w == "batch")
     return {
         "at": event["at"],
