@@ -7,7 +7,8 @@ of its work; the processor then releases the batch's requests to its workers eve
 progress (its request counts) is what a client polling it sees of a slow batch. `stall=P` makes a fraction P of the
 batches stop part-way (at a drawn share of their requests) and sit until the window's end, when what is unfinished
 expires; `stall_finalizing=P` makes a fraction P finish their requests and then stay in finalizing until the window's
-end. The draws are keyed by the seed and the batch id: a restart replays the same night.
+end. The draws are keyed by the seed and the batch's content (its first custom_id and its size), not its random id: a
+restart, or the same work sent to a fresh server, replays the same night.
 """
 
 from __future__ import annotations

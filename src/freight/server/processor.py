@@ -103,6 +103,7 @@ class Processor:
         self.dialects = dialects
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="freight-worker")
         self._inflight: Counter[str] = Counter()
+        self._pace_keys: dict[str, str] = {}
         self._dialect_by_batch: dict[str, str] = {}
         self._futures: list[Future[tuple[str, int, Succeeded | Errored | Expired, float]]] = []
         self._wake = threading.Event()
@@ -172,7 +173,7 @@ class Processor:
             claimed = self._claim(batch, self._paced(batch, now, done))
             if not claimed and idle and done >= batch["total"]:
                 until = now + self.config.real(self.config.timings.finalize + self.config.faults.stuck_finalizing)
-                if self.config.faults.stalls_finalizing(bid):
+                if self.config.faults.stalls_finalizing(self._pace_key(batch)):
                     until = max(until, batch["expires_at"])
                 with self.store.write() as conn:
                     set_state(conn, batch, BatchState.FINALIZING, finalizing_at=now, finalize_until=until)
@@ -202,9 +203,22 @@ class Processor:
         faults = self.config.faults
         if faults.latency is None and faults.stall <= 0:
             return None
-        pace = faults.pace(batch["id"], batch["created_at"], self.config.time_scale, self.config.timings.finalize)
+        key = self._pace_key(batch)
+        pace = faults.pace(key, batch["created_at"], self.config.time_scale, self.config.timings.finalize)
         started = done + self._inflight[batch["id"]]
         return max(0, pace.allowed(batch["total"], batch["in_progress_at"] or now, now) - started)
+
+    def _pace_key(self, batch: sa.RowMapping) -> str:
+        """What a batch's latency draw is keyed on: its content (first custom_id and size), not its random id, so
+        the same work submitted to a fresh server under the same seed meets the same night."""
+        key = self._pace_keys.get(batch["id"])
+        if key is None:
+            with self.store.read() as conn:
+                first = conn.execute(
+                    sa.select(requests.c.custom_id).where(requests.c.batch_id == batch["id"], requests.c.idx == 0)
+                ).scalar()
+            key = self._pace_keys[batch["id"]] = f"{first}/{batch['total']}"
+        return key
 
     def _claim(self, batch: sa.RowMapping, paced: int | None = None) -> bool:
         # Enough queued work that workers never wait on a tick, little enough that a cancel takes effect quickly.
