@@ -141,7 +141,7 @@ def test_a_stalled_batch_is_hedged_finished_results_kept_and_only_the_rest_sent_
     assert hedge["documents_batch"] == len(kept) and hedge["documents_sync"] == len(canceled)
     assert hedge["discount_kept"] == pytest.approx(len(kept) / N, abs=0.1)
     assert f"{len(kept)} of {N} documents answered in batch, {len(canceled)} synchronously" in report.render()
-    assert "hedged at" in report.render() and "margin" in hedge["reason"]
+    assert "hedged at" in report.render() and "1 batch(es) canceled" in report.render() and "margin" in hedge["reason"]
 
 
 def test_a_batch_stuck_in_finalizing_is_canceled_and_every_result_it_finished_is_kept(

@@ -116,6 +116,7 @@ class Hedger:
         self.policy = policy
         self.now = now
         self._hedged = bool(store.events(job_id, kind="hedge.started"))
+        self._canceled: set[str] = set()  # provider batch ids this run asked to cancel
 
     @property
     def hedged(self) -> bool:
@@ -133,8 +134,12 @@ class Hedger:
 
     def step(self, runner: Runner) -> bool:
         if self._hedged:
-            # What the canceled batches returned unanswered comes back as retries: they go synchronously too.
-            return self.store.requests_to_sync(self.job_id, "hedged: the deadline is kept synchronously") > 0
+            # What the canceled batches returned unanswered comes back as retries: they go synchronously too. A batch
+            # submitted after the hedge (one that was `preparing`, found again at the provider) is canceled too.
+            moved = self.store.requests_to_sync(self.job_id, "hedged: the deadline is kept synchronously") > 0
+            if not self.policy.duplicate:
+                moved |= self._cancel_open(runner)
+            return moved
         left = self.unfinished()
         if left == 0:
             return False
@@ -204,13 +209,25 @@ class Hedger:
             runner.note(f"hedging: {why}; sending them synchronously too, batches left running (--hedge-duplicate)")
             self._duplicate_in_flight()
             return
-        runner.note(f"hedging: {why}; canceling {', '.join(open_ids) or 'nothing'} and sending the rest synchronously")
+        what = f"canceling {', '.join(open_ids)}" if open_ids else "no batch to cancel"
+        runner.note(f"hedging: {why}; {what}, sending the rest synchronously")
+        self._cancel_open(runner)
+
+    def _cancel_open(self, runner: Runner) -> bool:
+        """Ask the provider to cancel each open batch of the job, once per batch in this run."""
+        moved = False
         for row in self.store.batches(self.job_id, OPEN):
+            bid = row["provider_batch_id"]
+            if bid is None or bid in self._canceled:
+                continue
+            self._canceled.add(bid)
+            moved = True
             try:
-                runner._update(row, self.provider.cancel_batch(row["provider_batch_id"]))
+                runner._update(row, self.provider.cancel_batch(bid))
             except ProviderError as exc:
                 # A batch that ended before the cancel reached it is taken in by the next poll, results and all.
-                runner.note(f"hedging: canceling {row['provider_batch_id']} failed: {exc}; its next poll decides")
+                runner.note(f"hedging: canceling {bid} failed: {exc}; its next poll decides")
+        return moved
 
     def _duplicate_in_flight(self) -> None:
         """`--hedge-duplicate`: a synchronous twin of every request still out in a batch (paid twice)."""
@@ -290,8 +307,9 @@ def render_hedge(summary: dict[str, Any]) -> str:
     total = summary["documents_batch"] + summary["documents_sync"]
     kept = summary["discount_kept"]
     share = f"{kept:.0%} of the batch discount kept" if kept is not None else "the discount kept: unknown (unpriced)"
+    canceled = len(summary["batches_canceled"])
     return (
-        f"hedged at {_clock(summary['at'])} for the deadline {_clock(summary['deadline'])}: {summary['reason']}\n"
-        f"  {summary['documents_batch']} of {total} documents answered in batch, {summary['documents_sync']} "
-        f"synchronously; {share}"
+        f"hedged at {_clock(summary['at'])} for the deadline {_clock(summary['deadline'])} "
+        f"({canceled} batch(es) canceled; why: report.json hedge.reason): {summary['documents_batch']} of {total} "
+        f"documents answered in batch, {summary['documents_sync']} synchronously; {share}"
     )

@@ -21,7 +21,14 @@ class DeadlineStore(StoreBase):
         with self.engine.begin() as conn:
             moved = conn.execute(
                 requests.update()
-                .where(requests.c.job_id == job_id, requests.c.state == "created", requests.c.mode == "batch")
+                .where(
+                    requests.c.job_id == job_id,
+                    requests.c.state == "created",
+                    requests.c.mode == "batch",
+                    # One in a batch still `preparing` may have reached the provider (a submission never
+                    # acknowledged): the runner finds that batch again first, and the hedge cancels it.
+                    requests.c.batch_id.is_(None),
+                )
                 .values(mode="sync", batch_id=None)
             ).rowcount
             if moved:
