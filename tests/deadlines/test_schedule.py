@@ -162,3 +162,36 @@ def test_cli_a_workflow_it_cannot_run_is_a_clear_error(tmp_path: Path, edit: str
     path.write_text(path.read_text().replace(old, new))
     result = CliRunner().invoke(app, ["schedule", str(path), "--once", "--db", str(tmp_path / "f.db")])
     assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("point", ["schedule.taken", pytest.param("schedule.snapshot", marks=pytest.mark.slow)])
+def test_a_scheduler_killed_while_taking_files_takes_them_once_when_run_again(tmp_path: Path, point: str) -> None:
+    import subprocess
+    import sys
+
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0005) as srv:
+        path = workflows_file(tmp_path, srv.base_url)
+        for name in ("a", "b", "c"):
+            arrive(tmp_path, name, time.time() - 5 * HOUR)  # waited past the cadence: due now
+        args = [sys.executable, "-m", "freight", "schedule", str(path), "--once", "--db", str(tmp_path / "f.db"),
+                "--state-dir", str(tmp_path / "st"), "--out", str(tmp_path / "out")]  # fmt: skip
+        env = {**os.environ, "ANTHROPIC_API_KEY": srv.api_key}
+        killed = subprocess.run(
+            args, env={**env, "FREIGHT_CRASH_AT": point}, capture_output=True, text=True, timeout=120
+        )
+        assert killed.returncode == -9, killed.stdout + killed.stderr
+        outputs = []
+        for _ in range(200):  # each --once moves the job one step; the batch takes real (scaled) time
+            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+            outputs.append(done.stdout)
+            if "completed" in done.stdout:
+                break
+            time.sleep(0.1)
+        records = srv.records()
+    with Store(str(tmp_path / "f.db")) as store:
+        taken = {r["path"].rsplit("/", 1)[1]: r["job_id"] for r in store.schedule_files_of("invoices")}
+        assert len(store.schedule_open()) == 0
+    assert "completed" in outputs[-1], outputs
+    assert len(set(taken.values())) == 1 and set(taken) == {"a.txt", "b.txt", "c.txt"}
+    assert Counter(r["custom_id"] for r in records) == Counter({"a": 1, "b": 1, "c": 1})  # each sent once

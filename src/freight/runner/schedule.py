@@ -33,6 +33,7 @@ from freight.plan import Workflow, WorkflowFile, route, submission_cadence
 from freight.plan.report import policy_for as plan_policy
 from freight.providers import Provider, get_provider
 from freight.runner.checks import check_prompt, validate_schema
+from freight.runner.crash import crashpoint
 from freight.runner.hedge import policy_for
 from freight.runner.job import RunOptions, job_id_for, open_job
 from freight.runner.loop import Runner
@@ -171,7 +172,9 @@ class Scheduler:
             deadline = wf.deadline.timestamp()
         opts = self._options(sched, waiting, deadline, "batch" if decision.is_batch else "sync")
         job_id = job_id_for(opts)
+        crashpoint("schedule.snapshot")
         self.store.schedule_take(wf.name, [f["path"] for f in waiting], job_id, asdict(opts), deadline, now)
+        crashpoint("schedule.taken")
         report.submitted.append(job_id)
         report.say(
             f"{wf.name}: took {len(waiting)} file(s) into {job_id} ({decision.mode.value}), deadline "
