@@ -112,7 +112,7 @@ def test_a_stalled_batch_is_hedged_finished_results_kept_and_only_the_rest_sent_
     tmp_path: Path, stalled: LocalServer
 ) -> None:
     clock = JumpingClock(lambda: any(b["n_succeeded"] > 0 for b in server_batches(stalled)))
-    report = run_hedged(tmp_path, stalled, clock)
+    report = run_hedged(tmp_path, stalled, clock, max_retries=0)  # the hedge spends none of a document's retries
     finished_at = clock()
 
     assert report.state == "completed" and report.succeeded == N and report.failed == 0
@@ -139,6 +139,7 @@ def test_a_stalled_batch_is_hedged_finished_results_kept_and_only_the_rest_sent_
     assert {x["id"]: x["custom_ids"] for x in lines if x["id"] in canceled} == {d: [d, f"{d}--r1"] for d in canceled}
     # The discount was kept on what the batch finished, in proportion.
     assert hedge["documents_batch"] == len(kept) and hedge["documents_sync"] == len(canceled)
+    assert report.data["retries_by_fix"] == {"hedge": len(canceled)}
     assert hedge["discount_kept"] == pytest.approx(len(kept) / N, abs=0.1)
     assert f"{len(kept)} of {N} documents answered in batch, {len(canceled)} synchronously" in report.render()
     assert "hedged at" in report.render() and "1 batch(es) canceled" in report.render() and "margin" in hedge["reason"]
