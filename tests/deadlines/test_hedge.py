@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 import freight
+from freight.domain import JobState
 from freight.server.testing import LocalServer
 from freight.store import Store
 
@@ -206,3 +207,40 @@ def test_cli_a_deadline_too_close_for_any_batch_goes_synchronously_at_once_sayin
     bad = CliRunner().invoke(app, [*args[:-6], "--deadline", "next friday"], env={"ANTHROPIC_API_KEY": "k"})
     assert bad.exit_code == 2 and "--deadline 'next friday' is not an ISO 8601 time" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_run_that_stops_right_after_hedging_is_resumed_hedged(tmp_path: Path, stalled: LocalServer) -> None:
+    """The hedge is in the store, not in the process: `freight resume` after a stop mid-hedge carries it on."""
+    from typer.testing import CliRunner
+
+    from freight.cli import app
+    from freight.providers import get_provider
+    from freight.runner.hedge import policy_for
+    from freight.runner.loop import Runner
+
+    clock = JumpingClock(lambda: any(b["n_succeeded"] > 0 for b in server_batches(stalled)))
+    opts = freight.prepare(
+        write_docs(tmp_path), prompt="Extract the vendor.\n\n{document}", provider="anthropic",
+        model="claude-haiku-4-5", base_url=stalled.base_url, api_key=stalled.api_key, hedge_margin=MARGIN,
+        sync_seconds=SYNC_SECONDS, deadline=datetime.fromtimestamp(clock.deadline, UTC).isoformat(),
+    )  # fmt: skip
+    db = str(tmp_path / "freight.db")
+    with Store(db) as store:
+        job = freight.Job.open(opts, store=store)
+        provider = get_provider("anthropic", base_url=stalled.base_url, api_key=stalled.api_key)
+        runner = Runner(store, provider, job.job_id, opts, hedge=policy_for(opts), wall_clock=clock)
+        store.set_job_state(job.job_id, JobState.RUNNING)
+        end = time.monotonic() + 60
+        while not store.events(job.job_id, kind="hedge.started"):  # pass by pass, until the hedge is decided
+            runner.step()
+            assert time.monotonic() < end, "no hedge"
+            time.sleep(0.05)
+        store.set_job_state(job.job_id, JobState.STOPPED)  # the process stops here
+    result = CliRunner().invoke(
+        app, ["resume", job.job_id, "--db", db, "--poll-interval", "0.05"], env={"ANTHROPIC_API_KEY": stalled.api_key}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{N} documents, {N} succeeded, 0 failed" in result.output
+    in_batch = batch_results(stalled)
+    canceled = [cid for cid, kind in in_batch.items() if kind == "canceled"]
+    assert canceled and len([r for r in stalled.records() if r["batch_id"] is None]) == len(canceled)
