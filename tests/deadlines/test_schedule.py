@@ -195,3 +195,18 @@ def test_a_scheduler_killed_while_taking_files_takes_them_once_when_run_again(tm
     assert "completed" in outputs[-1], outputs
     assert len(set(taken.values())) == 1 and set(taken) == {"a.txt", "b.txt", "c.txt"}
     assert Counter(r["custom_id"] for r in records) == Counter({"a": 1, "b": 1, "c": 1})  # each sent once
+
+
+def test_cli_no_key_or_an_unknown_provider_is_refused_before_any_file_is_taken(tmp_path: Path) -> None:
+    path = workflows_file(tmp_path, "http://127.0.0.1:9")
+    arrive(tmp_path, "a", time.time() - 5 * HOUR)
+    args = ["schedule", str(path), "--once", "--db", str(tmp_path / "f.db"), "--state-dir", str(tmp_path / "st")]
+    no_key = CliRunner().invoke(app, args, env={"ANTHROPIC_API_KEY": None})
+    assert no_key.exit_code == 2 and "workflow invoices: no key for anthropic: set ANTHROPIC_API_KEY" in no_key.output
+    path.write_text(
+        path.read_text().replace("    prompt: prompt.txt\n", "    prompt: prompt.txt\n    provider: nope\n")
+    )
+    unknown = CliRunner().invoke(app, args, env={"ANTHROPIC_API_KEY": "k"})
+    assert unknown.exit_code == 2 and "unknown provider 'nope'" in unknown.output
+    with Store(str(tmp_path / "f.db")) as store:
+        assert store.schedule_files_of("invoices") == []  # nothing seen, nothing taken

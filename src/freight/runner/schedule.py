@@ -21,6 +21,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 from freight.domain import JobHeld, JobState, JobStopped, UsageError
 from freight.plan import Workflow, WorkflowFile, route, submission_cadence
 from freight.plan.report import policy_for as plan_policy
-from freight.providers import Provider, get_provider
+from freight.providers import Provider, get_provider, key_env, provider_names
 from freight.runner.checks import check_prompt, validate_schema
 from freight.runner.crash import crashpoint
 from freight.runner.hedge import policy_for
@@ -138,6 +139,22 @@ class Scheduler:
         )
         self._providers: dict[tuple[str, str | None], Provider] = {}
         self.policy = plan_policy(file.settings, min_batch_requests=None, safety_margin=None)
+        if provider_factory is None:
+            self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Refuse, before any file is taken, a workflow whose provider is unknown or has no key to send with."""
+        known = provider_names()
+        for sched in self.workflows:
+            name = sched.workflow.provider
+            if name not in known:
+                raise UsageError(
+                    f"workflow {sched.workflow.name}: unknown provider {name!r}; use one of {', '.join(known)} "
+                    "(freight schedule needs a provider's API or a base_url, not the embedded model)"
+                )
+            env = key_env(name)
+            if self._api_key is None and env and not os.environ.get(env):
+                raise UsageError(f"workflow {sched.workflow.name}: no key for {name}: set {env}")
 
     # --- a tick ---------------------------------------------------------------------------------------------------
 
