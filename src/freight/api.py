@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.budget import current_cap, set_cap
 from freight.runner.feed import FINAL, ResultsFeed
+from freight.runner.hedge import policy_for
 from freight.runner.job import RunOptions, job_id_for, open_job, resume_job
 from freight.runner.listen import WEBHOOK_SECRET_ENV, WebhookListener, listener_for
 from freight.runner.loop import Runner, Snapshot
@@ -273,6 +275,7 @@ class Job:
         poll_interval: float = 5.0,
         resubmit_unacknowledged: bool = False,
         wake: WebhookListener | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> Report:
         """Run the job to its end (submit, poll, ingest, fix, resume what was left) and write its outputs.
         `resubmit_unacknowledged`: send again a batch an earlier run submitted without hearing back, when the provider
@@ -302,6 +305,8 @@ class Job:
                     on_progress=progress,
                     lease=self.lease,
                     resubmit_unacknowledged=resubmit_unacknowledged,
+                    hedge=policy_for(self.opts),  # with a deadline: hedged (runner/hedge.py), on `wall_clock`
+                    wall_clock=wall_clock,
                 )
                 if wake is not None:
                     runner.sleep = wake.sleeper(self.store, self.job_id, runner.note)

@@ -22,6 +22,7 @@ from freight.domain import FreightError, UsageError
 from freight.plan.pricing import Pricer, PricingError, UnknownModel, unpriced_message
 from freight.providers import Provider, get_provider, key_env, provider_names
 from freight.runner.checks import check_prompt, validate_schema
+from freight.runner.hedge import hedge_settings, parse_deadline
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, decide_mode
 from freight.store import freight_home
@@ -63,6 +64,10 @@ def prepare(
     allow_unpriced: bool = False,
     api_key: str | None = None,
     on_notice: Notice = quiet,
+    hedge_margin: float | None = None,
+    hedge_duplicate: bool = False,
+    sync_seconds: float | None = None,
+    sync_rpm: float | None = None,
 ) -> RunOptions:
     """Check and resolve everything a run needs before anything is sent: the provider and endpoint (the embedded
     model only when no key and no base URL say otherwise, or `provider="local"`), the model, the prices of every
@@ -103,6 +108,12 @@ def prepare(
         allow_unpriced=allow_unpriced,
         extra={"batch_size": batch_size} if batch_size else {},
     )
+    if deadline is not None:  # checked now, not at the hedge point; the hedge's settings travel with the job
+        try:
+            parse_deadline(deadline)
+        except FreightError as exc:
+            raise UsageError(str(exc)) from None
+        opts.extra.update(hedge_settings(hedge_margin, hedge_duplicate, sync_seconds, sync_rpm))
     try:
         pricer = opts.pricer()
     except PricingError as exc:

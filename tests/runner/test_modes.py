@@ -333,7 +333,7 @@ def test_auto_mode_a_deadline_inside_the_batch_window_runs_sync(tmp_path: Path) 
         ],
         env={"ANTHROPIC_API_KEY": "k"},
     )
-    assert bad.exit_code == 1 and "--deadline 'tomorrow morning' is not an ISO 8601 time" in bad.output
+    assert bad.exit_code == 2 and "--deadline 'tomorrow morning' is not an ISO 8601 time" in bad.output
 
 
 def test_ctrl_c_detaches_and_says_how_to_resume(tmp_path: Path) -> None:

@@ -170,8 +170,23 @@ def run(
     max_retries: int = typer.Option(2, min=0, help="Retries per document."),
     mode: str = typer.Option("batch", help="batch | sync | auto (route by freight.plan)."),
     deadline: str | None = typer.Option(
-        None, help="When the results are needed (ISO 8601); with --mode auto, one inside the batch window runs sync."
+        None,
+        help="When the results are needed (ISO 8601). In batch mode the job is hedged: what the batches have not "
+        "finished at the last safe moment is canceled and sent synchronously. With --mode auto, a deadline inside the "
+        "batch window runs sync from the start.",
     ),
+    hedge_margin: float | None = typer.Option(
+        None, help="With --deadline: seconds kept in hand beyond the synchronous time (default 600)."
+    ),
+    hedge_duplicate: bool = typer.Option(
+        False,
+        "--hedge-duplicate",
+        help="With --deadline: leave batches running and also send synchronously (pays twice).",
+    ),
+    sync_seconds: float | None = typer.Option(
+        None, help="With --deadline: seconds one synchronous request takes, for the hedge's estimate (default 20)."
+    ),
+    sync_rpm: float | None = typer.Option(None, help="With --deadline: the provider's requests-per-minute limit."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default freight-out/JOB)."),
     engine: str = typer.Option("local", help="Engine of the embedded server, when the run is on it: local | scripted."),
     id_field: str | None = typer.Option(None, help="Id column of a JSONL/CSV input."),
@@ -254,6 +269,10 @@ def run(
             max_retries=max_retries,
             mode=mode,
             deadline=deadline,
+            hedge_margin=hedge_margin,
+            hedge_duplicate=hedge_duplicate,
+            sync_seconds=sync_seconds,
+            sync_rpm=sync_rpm,
             out=out,
             id_field=id_field,
             text_field=text_field,

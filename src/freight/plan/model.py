@@ -90,6 +90,16 @@ class Workflow(_Strict):
     current_mode: Mode = Mode.SYNC
     # Share of requests that pass validation the first time, for the retry projection.
     first_pass_rate: float | None = Field(default=None, ge=0, le=1)
+    # What `freight schedule` runs (`freight plan` reads and ignores them): the documents arriving in a folder or
+    # matching a glob, the prompt, system prompt and JSON Schema files (paths relative to the workflows file), and
+    # where to send them.
+    input: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    schema_path: str | None = Field(default=None, alias="schema")
+    provider: str = "anthropic"
+    base_url: str | None = None
+    max_tokens: int = Field(default=1024, ge=1)
 
     @field_validator("sla")
     @classmethod

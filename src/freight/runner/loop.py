@@ -41,6 +41,7 @@ from freight.runner.budget import Budget, CostCapReached
 from freight.runner.build import build_request
 from freight.runner.chunking import preflight_overflows
 from freight.runner.crash import crashpoint
+from freight.runner.hedge import HedgePolicy, Hedger
 from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.notify import completion, event, needs_attention, watch_stuck
@@ -82,6 +83,8 @@ class Runner(BatchSteps):
         lease: JobLease | None = None,
         resubmit_unacknowledged: bool = False,
         max_transient_failures: int = 8,
+        hedge: HedgePolicy | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -107,6 +110,8 @@ class Runner(BatchSteps):
         self.strikes = Strikes(max_transient_failures)
         self.tokens = TokenCounter(provider, store, job_id)
         self.budget = Budget(store, self.tokens, job_id, opts)
+        # A deadline: move what the batches have not finished to the synchronous API in time (runner/hedge.py).
+        self.hedger = Hedger(store, provider, job_id, hedge, wall_clock) if hedge and opts.mode != "sync" else None
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -153,7 +158,8 @@ class Runner(BatchSteps):
             if not progressed:
                 for message in watch_stuck(self.store, self.job_id, self.opts):
                     self.note(message)
-                self.sleep(wait)
+                due = self.hedger.due_in() if self.hedger is not None else None
+                self.sleep(wait if due is None else max(min(wait, due), min(self.poll_interval, 0.05)))
 
     def step(self) -> bool:
         """One pass over everything that can move; True when something did."""
@@ -163,6 +169,8 @@ class Runner(BatchSteps):
         if self.opts.mode == "sync":
             moved |= self.run_sync()
         else:
+            if self.hedger is not None:
+                moved |= self.hedger.step(self)  # before packing: once hedged, nothing new goes into a batch
             moved |= self.submit_pending()
             moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
             moved |= self.poll_batches()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from freight.domain import ItemState
+from freight.runner.hedge import hedge_summary, render_hedge
 from freight.runner.job import RunOptions
 from freight.store import Store
 
@@ -137,6 +138,9 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
             "spent_usd": report["cost_usd"],
             "undone": counts.get("pending", 0) + counts.get("in_flight", 0),
         }
+    hedge = hedge_summary(store, job_id)
+    if hedge is not None:
+        report["hedge"] = hedge
     if write_to is not None:
         (write_to / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -175,6 +179,8 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if report["retries_by_fix"]:
         lines.append("retries by fix: " + ", ".join(f"{k} {v}" for k, v in sorted(report["retries_by_fix"].items())))
+    if report.get("hedge"):
+        lines.append(render_hedge(report["hedge"]))
     t = report["tokens"]
     lines.append(f"tokens: {t['input_tokens']:,} in, {t['output_tokens']:,} out")
     if report["cost_usd"] is None:

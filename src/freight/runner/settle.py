@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from freight.domain import ItemState, JobState, StopReason, Succeeded, Usage
+from freight.domain import Canceled, ItemState, JobState, StopReason, Succeeded, Usage
 from freight.providers import Provider
 from freight.runner.chunking import merge_outputs
 from freight.runner.crash import crashpoint
@@ -33,6 +33,7 @@ class Settler:
         self.pricer = opts.pricer()
         self._unpriced: set[str] = set()
         self._requests_input: bool | None = None
+        self._hedge_seen = False
 
     def costs(self, usage: Usage, batch: bool, custom_id: str | None = None) -> tuple[float, float]:
         """(what this usage costs on the path it took, what it would have cost synchronously), at the request's own
@@ -147,9 +148,12 @@ class Settler:
                 self._settle_part(custom_id, part)
             return
         failure = failure_of(outcome, checked.error if checked else None)
+        # A batch request the hedge canceled (runner/hedge.py) failed through no fault of its document: its
+        # synchronous retry spends none of the document's --max-retries, and says what it is.
+        hedged = isinstance(outcome, Canceled) and self._hedged()
         ctx = Context(
             template=self.template,
-            max_retries=self.opts.max_retries,
+            max_retries=self.opts.max_retries + (1 if hedged else 0),
             context_window=self.provider.limits.context_for(self.opts.model),
             max_output_tokens=self.provider.limits.max_output_for(self.opts.model),
             document=None if self._ready_made(item_id) else item.text,
@@ -157,6 +161,8 @@ class Settler:
             examples=lambda: self.examples(item.signature, item_id),
         )
         fix = remedy(row["request"], part, failure, ctx, outcome)
+        if hedged:
+            fix.retries = [r.model_copy(update={"fix": "hedge"}) for r in fix.retries]
         if fix.give_up is not None:
             self.store.settle(self.job_id, custom_id, item_state=ItemState.FAILED, error=fix.give_up.as_dict())
         else:
@@ -182,6 +188,11 @@ class Settler:
             item_state=ItemState.SUCCEEDED,
             output={"value": merged, "meta": {"parts": parts, "conflicts": conflicts}},
         )
+
+    def _hedged(self) -> bool:
+        if not self._hedge_seen:
+            self._hedge_seen = bool(self.store.events(self.job_id, kind="hedge.started"))
+        return self._hedge_seen
 
     def _ready_made(self, item_id: str) -> bool:
         """The input was provider batch request lines: there is a prompt, but no document to split or re-render."""

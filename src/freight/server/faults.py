@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, fields
 
 from freight.domain import Errored, ErrorKind, FreightError, StopReason, Succeeded
+from freight.server.latency import Latency, LatencySpecError, Pace
 
 MARKER_RE = re.compile(r"\[\[fault:([a-z_]+|tokens=\d+)(?::(always))?(?:#[A-Za-z0-9_.-]+)?\]\]")
 
@@ -57,21 +58,28 @@ class FaultSpec:
     duplicate_results: float = 0.0  # per batch: one result line is sent twice
     foreign_results: float = 0.0  # per batch: an extra result line whose custom_id the batch never had
     window: float | None = None  # emulated seconds of the completion window (default 24 h)
+    latency: Latency | None = None  # per batch: its duration drawn from this distribution (server/latency.py)
+    stall: float = 0.0  # per batch: stops part-way, the rest expires at the window's end
+    stall_finalizing: float = 0.0  # per batch: stays in finalizing until the window's end
 
     @classmethod
     def parse(cls, spec: str) -> FaultSpec:
         """`key=value,key=value`; empty means no faults. Unknown keys are an error that lists the known ones."""
         known = {f.name: f for f in fields(cls)}
-        values: dict[str, float | int] = {}
-        for part in (p.strip() for p in spec.split(",")):
-            if not part:
-                continue
+        values: dict[str, float | int | Latency] = {}
+        for part in _parts(spec):
             key, sep, raw = part.partition("=")
             key = key.strip()
             if not sep or key not in known:
                 raise FaultSpecError(
                     f"--faults: {part!r} is not KEY=VALUE with a known key; known keys: {', '.join(known)}"
                 )
+            if key == "latency":
+                try:
+                    values[key] = Latency.parse(raw)
+                except LatencySpecError as exc:
+                    raise FaultSpecError(str(exc)) from None
+                continue
             try:
                 value: float | int = int(raw) if key == "seed" else float(raw)
             except ValueError:
@@ -87,10 +95,38 @@ class FaultSpec:
         """A deterministic uniform number in [0, 1) for this seed and these parts (a batch id, a custom_id ...)."""
         return draw(self.seed, *parts)
 
+    def pace(self, batch_id: str, created_at: float, time_scale: float, finalize: float) -> Pace:
+        """How this batch's work is spread over time (real seconds): its drawn latency, and where it stalls."""
+        due = None
+        if self.latency is not None:
+            duration = self.latency.sample(self.draw("latency", batch_id))
+            due = created_at + max(0.0, duration - finalize) * time_scale
+        stall_at = None
+        if self.stall > 0 and self.draw("stall", batch_id) < self.stall:
+            stall_at = 0.2 + 0.6 * self.draw("stall-at", batch_id)  # somewhere between a fifth and four fifths done
+        return Pace(due, stall_at)
+
+    def stalls_finalizing(self, batch_id: str) -> bool:
+        return self.stall_finalizing > 0 and self.draw("stall-finalizing", batch_id) < self.stall_finalizing
+
+
+def _parts(spec: str) -> list[str]:
+    """The `key=value` parts of a SPEC; a part without `=` right after `latency=` continues its parameters, so
+    `latency=lognormal:8,1` reads as one value."""
+    parts: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if "=" not in part and parts and parts[-1].startswith("latency="):
+            parts[-1] += "," + part
+        else:
+            parts.append(part)
+    return parts
+
 
 _RATES = {
     "error_rate", "http429", "http5xx", "slow", "drop_results", "malformed_results", "duplicate_results",
-    "foreign_results",
+    "foreign_results", "stall", "stall_finalizing",
 }  # fmt: skip
 
 

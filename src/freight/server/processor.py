@@ -112,6 +112,7 @@ class Processor:
         self.dialects = dialects
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="freight-worker")
         self._inflight: Counter[str] = Counter()
+        self._pace_keys: dict[str, str] = {}
         self._dialect_by_batch: dict[str, str] = {}
         self._futures: list[Future[tuple[str, int, Succeeded | Errored | Expired, float]]] = []
         self._wake = threading.Event()
@@ -186,10 +187,12 @@ class Processor:
                 self._failed_validation(batch, now)
             return
         if state is BatchState.IN_PROGRESS:
-            claimed = self._claim(batch)
             done = batch["n_succeeded"] + batch["n_errored"] + batch["n_canceled"] + batch["n_expired"]
+            claimed = self._claim(batch, self._paced(batch, now, done))
             if not claimed and idle and done >= batch["total"]:
                 until = now + self.config.real(self.config.timings.finalize + self.config.faults.stuck_finalizing)
+                if self.config.faults.stalls_finalizing(self._pace_key(batch)):
+                    until = max(until, batch["expires_at"])
                 with self.store.write() as conn:
                     set_state(conn, batch, BatchState.FINALIZING, finalizing_at=now, finalize_until=until)
             return
@@ -223,11 +226,37 @@ class Processor:
             if state == BatchState.FAILED.value:
                 self.ended(conn, batch, BatchState.FAILED, now)
 
-    def _claim(self, batch: sa.RowMapping) -> bool:
+    def _paced(self, batch: sa.RowMapping, now: float, done: int) -> int | None:
+        """How many more of the batch's requests the latency model lets start now (None: no limit)."""
+        faults = self.config.faults
+        if faults.latency is None and faults.stall <= 0:
+            return None
+        key = self._pace_key(batch)
+        pace = faults.pace(key, batch["created_at"], self.config.time_scale, self.config.timings.finalize)
+        started = done + self._inflight[batch["id"]]
+        return max(0, pace.allowed(batch["total"], batch["in_progress_at"] or now, now) - started)
+
+    def _pace_key(self, batch: sa.RowMapping) -> str:
+        """What a batch's latency draw is keyed on: its content (first custom_id and size), not its random id, so
+        the same work submitted to a fresh server under the same seed meets the same night."""
+        key = self._pace_keys.get(batch["id"])
+        if key is None:
+            with self.store.read() as conn:
+                first = conn.execute(
+                    sa.select(requests.c.custom_id).where(requests.c.batch_id == batch["id"], requests.c.idx == 0)
+                ).scalar()
+            key = self._pace_keys[batch["id"]] = f"{first}/{batch['total']}"
+        return key
+
+    def _claim(self, batch: sa.RowMapping, paced: int | None = None) -> bool:
         # Enough queued work that workers never wait on a tick, little enough that a cancel takes effect quickly.
         room = max(32, 8 * self.config.workers) - sum(self._inflight.values())
         if room <= 0:
             return True  # busy, not finished
+        if paced is not None:
+            room = min(room, paced)
+            if room <= 0:
+                return False  # held back by the latency model; the batch is not finished while requests remain
         with self.store.write() as conn:
             rows = conn.execute(
                 sa.select(requests.c.idx, requests.c.custom_id, requests.c.params)

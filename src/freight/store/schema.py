@@ -193,10 +193,41 @@ def _notify_outbox(conn: sa.Connection) -> None:
     notify_outbox.create(conn)
 
 
+schedule_submissions = sa.Table(
+    "schedule_submissions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),  # the job's RunOptions: enough to open it after a crash
+    sa.Column("deadline", sa.Float, nullable=False),  # epoch seconds: the earliest arrival + the SLA
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("done_at", sa.Float, nullable=True),
+)
+
+schedule_files = sa.Table(
+    "schedule_files",
+    metadata,
+    # A file is taken once per workflow, ever: the primary key is what makes "exactly once" a database fact.
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("arrived_at", sa.Float, nullable=False),  # its modification time when first seen
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("submission", sa.Integer, sa.ForeignKey("schedule_submissions.id"), nullable=True),
+    sa.Index("ix_schedule_files_waiting", "workflow", "submission"),
+)
+
+
+def _schedule(conn: sa.Connection) -> None:
+    schedule_submissions.create(conn)
+    schedule_files.create(conn)
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
     (2, "sample runs", _samples),
     (3, "job leases: one runner per job", _leases),
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
+    (7, "freight schedule: files taken and the jobs they went to", _schedule),
 ]
