@@ -12,7 +12,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -62,8 +62,9 @@ class OutboxStore:
 
     engine: sa.Engine
 
-    def _read(self) -> sa.Connection:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # StoreBase's, through the Store this is mixed into (no stub at run time to shadow it)
+
+        def _read(self) -> sa.Connection: ...
 
     def notify(self, job_id: str, note: Notification) -> int:
         """Queue an event that comes with no state change (`job.needs_attention`), once per `note.dedupe`."""

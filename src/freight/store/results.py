@@ -21,7 +21,7 @@ from freight.store.work import _CHUNK, WorkStore, _request_row
 _OUTCOME = TypeAdapter[Outcome](Outcome)
 
 
-class Store(WorkStore, BatchStore, LeaseStore, OutboxStore, DeadlineStore):
+class Store(WorkStore, BatchStore, DeadlineStore, LeaseStore, OutboxStore):
     def group_outcomes(self, job_id: str, group: str) -> list[tuple[int, str, Outcome]]:
         """(part, custom_id, outcome) of every answered request of one split document, oldest first."""
         with self._read() as conn:
