@@ -18,7 +18,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from freight.domain import BatchState, Errored, Request, Succeeded
+from freight.domain import BatchState, Errored, Expired, Request, Succeeded
 from freight.server import gemini_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page, result_rows
 from freight.server.context import Context
@@ -27,7 +27,7 @@ from freight.server.openai_files import iter_lines
 from freight.server.processor import request_cancel
 from freight.server.responses import dumps
 from freight.server.store import Store, batches, requests
-from freight.server.wire import WireError, new_id
+from freight.server.wire import Answerer, WireError, new_id
 
 DIALECT = "gemini"
 VERSIONS = ("v1", "v1beta")
@@ -47,6 +47,11 @@ class GeminiDialect:
         if params.get("invalid"):
             raise WireError(params["invalid"])
         return gemini_wire.to_request(params.get("request"), custom_id, params.get("model", ""))
+
+    def answer(
+        self, answerer: Answerer, params: Any, endpoint: str | None, custom_id: str, key: tuple[object, ...], now: float
+    ) -> Succeeded | Errored | Expired:
+        return answerer.answer(self.to_request(params, custom_id), key, now)
 
     def load(self, batch: sa.RowMapping, now: float) -> bool:
         """Read an input file's lines into requests; a line that is not a keyed request fails as that request."""
