@@ -101,6 +101,11 @@ class Request(_Model):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     # A JSON Schema the reply must satisfy; when set, the request asks the model for JSON.
     output_schema: dict[str, Any] | None = None
+    # Which of the provider's APIs answers it: "chat" (every provider), or OpenAI's / Azure's "responses",
+    # "embeddings" (each user message is one input to embed). A batch holds requests of one API.
+    api: Literal["chat", "responses", "embeddings"] = "chat"
+    # Parameters of that API freight does not model, sent as they are (an embedding's `dimensions`).
+    params: dict[str, Any] = Field(default_factory=dict)
     # Where it comes from: the input document, which attempt this is, and what was changed to get here.
     item_id: str | None = None
     attempt: int = Field(default=0, ge=0)
