@@ -88,6 +88,11 @@ class Message(_Model):
         return any(b.get("type") in ("tool_use", "tool_result") for b in self.content)
 
 
+# The APIs a request can name: every provider's chat, and OpenAI's / Azure's Responses and embeddings.
+Api = Literal["chat", "responses", "embeddings"]
+APIS: tuple[Api, ...] = ("chat", "responses", "embeddings")
+
+
 class Request(_Model):
     """One call to a model, as freight sees it before any provider shapes it."""
 
@@ -103,7 +108,7 @@ class Request(_Model):
     output_schema: dict[str, Any] | None = None
     # Which of the provider's APIs answers it: "chat" (every provider), or OpenAI's / Azure's "responses",
     # "embeddings" (each user message is one input to embed). A batch holds requests of one API.
-    api: Literal["chat", "responses", "embeddings"] = "chat"
+    api: Api = "chat"
     # Parameters of that API freight does not model, sent as they are (an embedding's `dimensions`).
     params: dict[str, Any] = Field(default_factory=dict)
     # Where it comes from: the input document, which attempt this is, and what was changed to get here.

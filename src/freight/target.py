@@ -21,7 +21,7 @@ from typing import Any
 from freight.domain import FreightError, UsageError
 from freight.plan.pricing import Pricer, PricingError, UnknownModel, unpriced_message
 from freight.providers import Provider, get_provider, key_env, provider_names
-from freight.runner.checks import check_prompt, validate_schema
+from freight.runner.checks import check_endpoint, check_prompt, validate_schema
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, decide_mode
 from freight.store import freight_home
@@ -63,6 +63,8 @@ def prepare(
     allow_unpriced: bool = False,
     api_key: str | None = None,
     on_notice: Notice = quiet,
+    endpoint: str = "chat",
+    dimensions: int | None = None,
 ) -> RunOptions:
     """Check and resolve everything a run needs before anything is sent: the provider and endpoint (the embedded
     model only when no key and no base URL say otherwise, or `provider="local"`), the model, the prices of every
@@ -80,6 +82,9 @@ def prepare(
         raise FreightError(f"unknown provider {provider!r}; known providers: {', '.join([*names, EMBEDDED])}")
     path = Path(input).resolve()
     ready_made = input_kind(path) == "requests"
+    api = check_endpoint(endpoint, provider, ready_made, prompt=prompt, system=system, schema=schema)
+    if dimensions is not None and (api != "embeddings" or dimensions < 1):
+        raise UsageError("--dimensions N (a positive number) goes with --endpoint embeddings")
     # Ready-made batch lines carry their own model: each is priced (and checked) at it.
     line_models = _line_models(path) if ready_made else []
     opts = RunOptions(
@@ -102,6 +107,8 @@ def prepare(
         price_as=price_as,
         allow_unpriced=allow_unpriced,
         extra={"batch_size": batch_size} if batch_size else {},
+        api=api,
+        dimensions=dimensions,
     )
     try:
         pricer = opts.pricer()

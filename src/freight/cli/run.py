@@ -78,7 +78,12 @@ def _drive(
         typer.echo(report.render())
         if accuracy:
             typer.echo(render_accuracy(accuracy))
-        typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json")
+        vectors = (
+            ", embeddings.npy, embeddings.ids.txt"
+            if report.out and (report.out / "embeddings.ids.txt").exists()
+            else ""
+        )
+        typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json{vectors}")
 
 
 def _accuracy(job: api.Job, labels: Labels | None) -> dict[str, Any] | None:
@@ -194,6 +199,10 @@ def run(
     min_accuracy: float | None = typer.Option(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
+    endpoint: str = typer.Option(
+        "chat", "--endpoint", help="The API for each document: chat | responses | embeddings (OpenAI, Azure)."
+    ),
+    dimensions: int | None = typer.Option(None, help="With --endpoint embeddings: the vectors' size."),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
     wait: bool = typer.Option(False, "--wait", help="If another runner holds the job, wait for it instead of exit 3."),
 ) -> None:
@@ -227,6 +236,8 @@ def run(
             price_as=price_as,
             allow_unpriced=allow_unpriced,
             on_notice=_notice,
+            endpoint=endpoint,
+            dimensions=dimensions,
         )
         if check:
             _check_only(opts, db)

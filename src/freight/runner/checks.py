@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from freight.domain import UsageError
+from freight.domain import APIS, Api, UsageError
 from freight.runner.build import PLACEHOLDER
 
 # A placeholder-looking `{word}`: JSON examples (`{"a": 1}`) never match, since a key is quoted.
@@ -137,3 +137,34 @@ def check_store_url(db: str, *, explicit: bool, must_exist: bool = False) -> str
 def _redact(url: str) -> str:
     """A URL without its password: a message must never carry a secret."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# The providers whose adapters speak each API besides chat (OpenAI's Batch API and Azure's, which copies it).
+_API_PROVIDERS = ("openai", "azure")
+
+
+def check_endpoint(
+    endpoint: str, provider: str, ready_made: bool, *, prompt: str, system: str | None, schema: Any
+) -> Api:
+    """`--endpoint chat|responses|embeddings` checked against the rest of the command; the API it names."""
+    if endpoint not in APIS:
+        raise UsageError(f"--endpoint {endpoint!r}: use one of {', '.join(APIS)}")
+    api: Api = endpoint
+    if api == "chat":
+        return api
+    if ready_made:
+        raise UsageError(
+            f"--endpoint {api}: a file of batch request lines names its endpoint on each line (its url); "
+            "drop --endpoint"
+        )
+    if provider not in _API_PROVIDERS:
+        raise UsageError(
+            f"--endpoint {api} is OpenAI's API: run it with --provider openai or --provider azure "
+            f"(--provider {provider} takes --endpoint chat)"
+        )
+    if api == "embeddings" and (schema is not None or system is not None or prompt != "{document}"):
+        raise UsageError(
+            "--endpoint embeddings embeds each document as it is: drop --prompt, --system and --schema "
+            "(they shape a reply, and an embedding has none)"
+        )
+    return api
