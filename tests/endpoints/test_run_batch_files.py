@@ -108,3 +108,20 @@ def test_chat_batch_file_still_runs_and_an_unknown_url_is_refused(tmp_path: Path
         assert not [r for r in srv.records() if r["custom_id"] == "a"], "nothing of the refused file was sent"
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "bad.jsonl:1" in result.output and "/v1/audio/speech" in result.output and "/v1/embeddings" in result.output
+
+
+def test_a_file_mixing_endpoints_goes_out_as_one_batch_per_endpoint(tmp_path: Path) -> None:
+    emb = {"model": "text-embedding-3-small", "dimensions": 8}
+    lines = [
+        {"custom_id": "e1", "url": "/v1/embeddings", "body": {**emb, "input": "one"}},
+        {"custom_id": "r1", "url": "/v1/responses", "body": {"model": "gpt-4.1-mini", "input": "two"}},
+        {"custom_id": "e2", "url": "/v1/embeddings", "body": {**emb, "input": "three"}},
+    ]
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("".join(json.dumps({**x, "method": "POST"}) + "\n" for x in lines))
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0002) as srv:
+        results = run(srv, "openai", src, tmp_path / "out")
+        sent = batches_of(srv)
+    assert sorted(sorted(ids) for ids in sent.values()) == [["e1", "e2"], ["r1"]]
+    by_id = {x["id"]: x["output"] for x in results}
+    assert by_id["r1"] == "echo: two" and len(by_id["e1"]) == len(by_id["e2"]) == 8
