@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
-import random
 import struct
 from typing import Any
 
 from freight.domain import Errored, ErrorKind, Expired, Message, Request, StopReason, Succeeded, Usage
 from freight.server import openai_wire
 from freight.server.engines.scripted import count_tokens
+from freight.server.engines.vectors import vector
 from freight.server.wire import Answerer, WireError
 
 CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS, MODERATIONS = "chat", "responses", "embeddings", "completions", "moderations"
@@ -189,15 +188,6 @@ def embed(body: dict[str, Any], inputs: list[str]) -> Succeeded | Errored:
             )
     vectors = [vector(model, t, dims) for t in inputs]
     return Succeeded(text="", parsed=vectors, usage=Usage(input_tokens=sum(tokens)))
-
-
-def vector(model: str, text: str, dims: int) -> list[float]:
-    """The scripted embedding of `text`: seeded by a hash of model and text, unit length, rounded to float32."""
-    seed = int.from_bytes(hashlib.sha256(f"{model}\0{text}".encode()).digest()[:8], "big")
-    rng = random.Random(seed)
-    raw = [rng.gauss(0.0, 1.0) for _ in range(dims)]
-    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
-    return [float(struct.unpack("<f", struct.pack("<f", x / norm))[0]) for x in raw]
 
 
 def moderate(inputs: list[str]) -> Succeeded:
