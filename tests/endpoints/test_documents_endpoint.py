@@ -109,3 +109,24 @@ def test_endpoint_mistakes_are_refused_before_anything_is_sent(tmp_path: Path, a
     assert result.exit_code == 2, result.output
     assert says in result.output and "Traceback" not in result.output
     assert "started" not in result.output  # refused before a job was made
+
+
+def test_gemini_embeddings_job_through_create_embeddings(tmp_path: Path) -> None:
+    docs = {f"g{i}": f"gemini document {i}" for i in range(20)}
+    docs["g-long"] = "\n\n".join(f"Part {p}. " + "many words here. " * 60 for p in range(12))  # over 2,048 tokens
+    src = write_docs(tmp_path / "docs.jsonl", docs)
+    out = tmp_path / "out"
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0002) as srv:
+        result = cli.invoke(
+            app,
+            ["run", str(src), "--endpoint", "embeddings", "--dimensions", "32", "--provider", "gemini",
+             "--base-url", srv.gemini_base_url, "--model", "gemini-embedding-001", "--no-sample",
+             "--poll-interval", "0.05", "--db", str(tmp_path / "f.db"), "--out", str(out)],
+            env={"GEMINI_API_KEY": srv.api_key},
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    matrix = np.load(out / "embeddings.npy")
+    assert matrix.shape == (21, 32) and (out / "embeddings.ids.txt").read_text().splitlines() == list(docs)
+    lines = {x["id"]: x for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert lines["g-long"]["metadata"]["parts"] >= 2
+    assert json.loads((out / "report.json").read_text())["tokens"]["input_tokens"] > 0

@@ -139,8 +139,9 @@ def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-# The providers whose adapters speak each API besides chat (OpenAI's Batch API and Azure's, which copies it).
-_API_PROVIDERS = ("openai", "azure")
+# The providers whose adapters speak each API besides chat: OpenAI's Batch API and Azure's, which copies it; Gemini's
+# embedding batches.
+_API_PROVIDERS = {"responses": ("openai", "azure"), "embeddings": ("openai", "azure", "gemini")}
 
 
 def check_endpoint(
@@ -157,9 +158,10 @@ def check_endpoint(
             f"--endpoint {api}: a file of batch request lines names its endpoint on each line (its url); "
             "drop --endpoint"
         )
-    if provider not in _API_PROVIDERS:
+    allowed = _API_PROVIDERS[api]
+    if provider not in allowed:
         raise UsageError(
-            f"--endpoint {api} is OpenAI's API: run it with --provider openai or --provider azure "
+            f"--endpoint {api} runs with --provider {' or --provider '.join(allowed)} "
             f"(--provider {provider} takes --endpoint chat)"
         )
     if api == "embeddings" and (schema is not None or system is not None or prompt != "{document}"):

@@ -49,9 +49,9 @@ def answer(
         return Errored(kind=ErrorKind.INVALID_REQUEST, message="outputDimensionality: expected a positive integer")
     tokens = count_tokens(text)
     if tokens > MAX_TOKENS:
+        # Rendered as Gemini words it: "The input token count (N) exceeds the maximum number of tokens allowed (M)."
         return Errored(
-            kind=ErrorKind.INVALID_REQUEST,
-            message=f"The input token count ({tokens}) exceeds the maximum number of tokens allowed ({MAX_TOKENS}).",
+            kind=ErrorKind.CONTEXT_OVERFLOW, message=f"prompt is too long: {tokens} tokens > {MAX_TOKENS} maximum"
         )
     return Succeeded(text="", parsed=vector(model, text, dims), usage=Usage(input_tokens=tokens))
 

@@ -65,7 +65,7 @@ def result_item(row: Any, with_key: bool) -> dict[str, Any]:
     params = json.loads(row.params)
     item: dict[str, Any]
     if isinstance(outcome, Succeeded) and params.get("endpoint") == "embeddings":
-        item = {"response": {"embedding": {"values": outcome.parsed}}}
+        item = {"response": {"embedding": {"values": outcome.parsed}, "tokenCount": outcome.usage.input_tokens}}
     elif isinstance(outcome, Succeeded):
         item = {"response": gemini_wire.response(outcome, params.get("model", ""), row.response_id or new_id("r"))}
     elif isinstance(outcome, Errored):
