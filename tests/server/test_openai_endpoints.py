@@ -153,3 +153,5 @@ def test_azure_embeddings_batch_and_deployment_path(server: LocalServer) -> None
     # The deployment in the path is the model: the same vector as the batch gave for the same deployment name.
     sync = az.embeddings.create(model="my-embedder", input="hello", dimensions=16, encoding_format="float")
     assert sync.data[0].embedding == pytest.approx(vec)
+    resp = az.responses.create(model="my-deployment", input="ping")
+    assert resp.output_text == "echo: ping" and resp.model == "my-deployment"

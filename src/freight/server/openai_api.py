@@ -264,6 +264,8 @@ def routes(
             Route(f"{sync_prefix or prefix}{path}", sync(kind), methods=["POST"])
             for path, kind in openai_endpoints.KINDS.items()
         ),
+        # AzureOpenAI sends Responses to /openai/responses: that API is not under a deployment (the body names it).
+        *([Route(f"{prefix}/responses", sync(openai_endpoints.RESPONSES), methods=["POST"])] if sync_prefix else []),
         Route(f"{prefix}/batches", create, methods=["POST"]),
         Route(f"{prefix}/batches", list_batches, methods=["GET"]),
         Route(f"{prefix}/batches/{{batch_id}}", retrieve, methods=["GET"]),
