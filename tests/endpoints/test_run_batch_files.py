@@ -125,3 +125,24 @@ def test_a_file_mixing_endpoints_goes_out_as_one_batch_per_endpoint(tmp_path: Pa
     assert sorted(sorted(ids) for ids in sent.values()) == [["e1", "e2"], ["r1"]]
     by_id = {x["id"]: x["output"] for x in results}
     assert by_id["r1"] == "echo: two" and len(by_id["e1"]) == len(by_id["e2"]) == 8
+
+
+def test_a_responses_line_is_sent_with_what_freight_does_not_model() -> None:
+    from freight.providers.openai import OpenAIProvider
+    from freight.providers.openai_endpoints import request_of_line
+
+    schema = {"type": "object"}
+    body = {
+        "model": "gpt-5-mini",
+        "input": [{"role": "developer", "content": "be terse"}, {"role": "user", "content": "hi"}],
+        "reasoning": {"effort": "low"},
+        "text": {"verbosity": "low", "format": {"type": "json_schema", "name": "x", "schema": schema}},
+        "max_output_tokens": 300,
+    }
+    request = request_of_line({"custom_id": "r", "method": "POST", "url": "/v1/responses", "body": body})
+    line = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:9/v1").batch_line(request)
+    assert line["url"] == "/v1/responses"
+    sent = line["body"]
+    assert sent["reasoning"] == {"effort": "low"} and sent["text"]["verbosity"] == "low"
+    assert sent["text"]["format"]["schema"] == schema and sent["max_output_tokens"] == 300
+    assert sent["instructions"] == "be terse" and sent["input"] == "hi"

@@ -38,9 +38,12 @@ def responses_body(request: Request) -> dict[str, Any]:
     b["input"] = only.text() if only else [{"role": m.role, "content": m.text()} for m in request.messages]
     if request.temperature is not None:
         b["temperature"] = request.temperature
+    text = dict(request.params.get("text") or {})  # a batch line's other text options (verbosity) are kept
     if request.output_schema is not None:
         # Not `strict`: strict mode rejects many ordinary schemas; the runner validates the reply instead.
-        b["text"] = {"format": {"type": "json_schema", "name": "freight_output", "schema": request.output_schema}}
+        text["format"] = {"type": "json_schema", "name": "freight_output", "schema": request.output_schema}
+    if text:
+        b["text"] = text
     return b
 
 
@@ -148,12 +151,15 @@ def _responses_line(custom_id: str, b: dict[str, Any]) -> Request:
         messages.append(Message(role="user", content=raw))
     else:
         for m in raw:
-            text = m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
+            said = m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
             if m.get("role") in ("system", "developer"):
-                system.append(text)
+                system.append(said)
             else:
-                messages.append(Message(role="assistant" if m.get("role") == "assistant" else "user", content=text))
-    fmt = (b.get("text") or {}).get("format") or {}
+                messages.append(Message(role="assistant" if m.get("role") == "assistant" else "user", content=said))
+    text: dict[str, Any] = dict(b.get("text") or {})
+    fmt = text.pop("format", None) or {}
+    if fmt.get("type") not in (None, "text", "json_schema"):
+        text["format"] = fmt  # json_object and the like travel as written; only a json_schema becomes the schema
     modeled = ("model", "input", "instructions", "max_output_tokens", "temperature", "text")
     return Request(
         custom_id=custom_id,
@@ -164,7 +170,7 @@ def _responses_line(custom_id: str, b: dict[str, Any]) -> Request:
         max_tokens=b.get("max_output_tokens") or 1024,
         temperature=b.get("temperature"),
         output_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
-        params={k: v for k, v in b.items() if k not in modeled},
+        params={k: v for k, v in b.items() if k not in modeled} | ({"text": text} if text else {}),
         item_id=custom_id,
     )
 
