@@ -4,6 +4,7 @@ ids; Responses with --schema asking through text.format; and the mistakes refuse
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -130,3 +131,23 @@ def test_gemini_embeddings_job_through_create_embeddings(tmp_path: Path) -> None
     lines = {x["id"]: x for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert lines["g-long"]["metadata"]["parts"] >= 2
     assert json.loads((out / "report.json").read_text())["tokens"]["input_tokens"] > 0
+
+
+def test_vector_writer_header_and_pages(tmp_path: Path) -> None:
+    from freight.runner.vectors import IDS, NPY, VectorWriter, npy_header
+
+    with VectorWriter(tmp_path) as w:  # more rows than a page, so the header is rewritten after several pages
+        for i in range(1300):
+            w.add(f"id{i}", [float(i), -float(i), 0.5])
+    m = np.load(tmp_path / NPY, mmap_mode="r")
+    assert m.shape == (1300, 3) and m[1299].tolist() == [1299.0, -1299.0, 0.5]
+    assert (tmp_path / IDS).read_text().splitlines()[1299] == "id1299"
+    # The fixed-size header still holds the largest matrix anyone could write.
+    header = npy_header(10**15, 65_536)
+    assert len(header) == 128 and header[8:10] == (118).to_bytes(2, "little")
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(io.BytesIO(header[8:]))
+    assert (shape, fortran, dtype) == ((10**15, 65_536), False, np.dtype("<f4"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    VectorWriter(empty).close()
+    assert not (empty / NPY).exists() and (empty / IDS).read_text() == ""

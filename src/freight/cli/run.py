@@ -130,7 +130,8 @@ def _check_only(opts: RunOptions, db: str | None) -> None:
         f"input: {documents:,} documents ({input_kind(path)}: {opts.input})"
         + (f", {unreadable} of them unreadable (they would fail alone)" if unreadable else ""),
         "prompt: has {document}" + (", schema: a valid JSON Schema" if opts.schema else ", no schema"),
-        f"provider: {opts.provider} at {opts.endpoint}, model {opts.model}, mode {opts.mode}",
+        f"provider: {opts.provider} at {opts.endpoint}, model {opts.model}, mode {opts.mode}"
+        + (f", endpoint {opts.api}" if opts.api != "chat" else ""),
         f"store: {db or 'the default store'}",
         "check passed: nothing was sent and no job was made",
     ]

@@ -77,7 +77,7 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
             (write_to / "failures.jsonl").open("w", encoding="utf-8"),
         )
         if job is not None and RunOptions.from_config(job.config).api == "embeddings":
-            vectors = VectorWriter(write_to, store.item_counts(job_id).get("succeeded", 0))
+            vectors = VectorWriter(write_to)
     try:
         for line, spent in _item_lines(store, job_id, known):
             for fix, dollars in spent:
