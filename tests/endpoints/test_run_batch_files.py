@@ -146,3 +146,16 @@ def test_a_responses_line_is_sent_with_what_freight_does_not_model() -> None:
     assert sent["reasoning"] == {"effort": "low"} and sent["text"]["verbosity"] == "low"
     assert sent["text"]["format"]["schema"] == schema and sent["max_output_tokens"] == 300
     assert sent["instructions"] == "be terse" and sent["input"] == "hi"
+
+
+def test_an_embeddings_line_over_the_input_limit_fails_saying_how_to_split_it(tmp_path: Path) -> None:
+    bodies = {
+        "ok": {"model": "text-embedding-3-small", "input": "short", "dimensions": 8},
+        "huge": {"model": "text-embedding-3-small", "input": "word " * 8000, "dimensions": 8},  # 10,000 tokens
+    }
+    src = write_lines(tmp_path / "emb.jsonl", "/v1/embeddings", bodies)
+    with LocalServer(tmp_path / "serve.db", time_scale=0.0002) as srv:
+        lines = {x["id"]: x for x in run(srv, "openai", src, tmp_path / "out")}
+    assert lines["ok"]["status"] == "succeeded" and lines["huge"]["status"] == "failed"
+    error = lines["huge"]["error"]
+    assert error["kind"] == "context_overflow" and "--endpoint embeddings, which splits them" in error["message"]
