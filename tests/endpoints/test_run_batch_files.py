@@ -159,3 +159,25 @@ def test_an_embeddings_line_over_the_input_limit_fails_saying_how_to_split_it(tm
     assert lines["ok"]["status"] == "succeeded" and lines["huge"]["status"] == "failed"
     error = lines["huge"]["error"]
     assert error["kind"] == "context_overflow" and "--endpoint embeddings, which splits them" in error["message"]
+
+
+def test_embeddings_lines_on_a_provider_without_embeddings_are_refused(tmp_path: Path) -> None:
+    src = write_lines(
+        tmp_path / "emb.jsonl", "/v1/embeddings", {"a": {"model": "text-embedding-3-small", "input": "x"}}
+    )
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "--provider",
+            "anthropic",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--db",
+            str(tmp_path / "f.db"),
+        ],
+        env={"ANTHROPIC_API_KEY": "k"},
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "emb.jsonl: its lines name /v1/embeddings" in result.output and "--provider openai" in result.output

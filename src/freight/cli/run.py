@@ -201,7 +201,9 @@ def run(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
     endpoint: str = typer.Option(
-        "chat", "--endpoint", help="The API for each document: chat | responses | embeddings (OpenAI, Azure)."
+        "chat",
+        "--endpoint",
+        help="The API for each document: chat | responses (OpenAI, Azure) | embeddings (also Gemini).",
     ),
     dimensions: int | None = typer.Option(None, help="With --endpoint embeddings: the vectors' size."),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),

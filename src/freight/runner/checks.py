@@ -170,3 +170,14 @@ def check_endpoint(
             "(they shape a reply, and an embedding has none)"
         )
     return api
+
+
+def check_line_apis(apis: set[str], provider: str, source: str) -> None:
+    """A batch file's lines may name Responses or embeddings: only a provider with that API can run them."""
+    for api in sorted(apis - {"chat"}):
+        allowed = _API_PROVIDERS[api]
+        if provider not in allowed:
+            raise UsageError(
+                f"{source}: its lines name /v1/{api}, which runs with --provider {' or --provider '.join(allowed)}, "
+                f"not {provider}; name one (and its key)"
+            )
