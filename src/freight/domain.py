@@ -88,6 +88,11 @@ class Message(_Model):
         return any(b.get("type") in ("tool_use", "tool_result") for b in self.content)
 
 
+# The APIs a request can name: every provider's chat, OpenAI's / Azure's Responses, embeddings (those two and Gemini).
+Api = Literal["chat", "responses", "embeddings"]
+APIS: tuple[Api, ...] = ("chat", "responses", "embeddings")
+
+
 class Request(_Model):
     """One call to a model, as freight sees it before any provider shapes it."""
 
@@ -101,6 +106,11 @@ class Request(_Model):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     # A JSON Schema the reply must satisfy; when set, the request asks the model for JSON.
     output_schema: dict[str, Any] | None = None
+    # Which of the provider's APIs answers it: "chat" (every provider), "responses" (OpenAI, Azure) or "embeddings"
+    # (OpenAI, Azure, Gemini; each user message is one input to embed). A batch holds requests of one API.
+    api: Api = "chat"
+    # Parameters of that API freight does not model, sent as they are (an embedding's `dimensions`).
+    params: dict[str, Any] = Field(default_factory=dict)
     # Where it comes from: the input document, which attempt this is, and what was changed to get here.
     item_id: str | None = None
     attempt: int = Field(default=0, ge=0)

@@ -21,7 +21,7 @@ from typing import Any
 from freight.domain import FreightError, UsageError
 from freight.plan.pricing import Pricer, PricingError, UnknownModel, unpriced_message
 from freight.providers import Provider, get_provider, key_env, provider_names
-from freight.runner.checks import check_prompt, validate_schema
+from freight.runner.checks import check_endpoint, check_line_apis, check_prompt, validate_schema
 from freight.runner.hedge import hedge_settings, parse_deadline
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, decide_mode
@@ -68,6 +68,8 @@ def prepare(
     hedge_duplicate: bool = False,
     sync_seconds: float | None = None,
     sync_rpm: float | None = None,
+    endpoint: str = "chat",
+    dimensions: int | None = None,
 ) -> RunOptions:
     """Check and resolve everything a run needs before anything is sent: the provider and endpoint (the embedded
     model only when no key and no base URL say otherwise, or `provider="local"`), the model, the prices of every
@@ -85,8 +87,11 @@ def prepare(
         raise FreightError(f"unknown provider {provider!r}; known providers: {', '.join([*names, EMBEDDED])}")
     path = Path(input).resolve()
     ready_made = input_kind(path) == "requests"
+    api = check_endpoint(endpoint, provider, ready_made, prompt=prompt, system=system, schema=schema)
+    if dimensions is not None and (api != "embeddings" or dimensions < 1):
+        raise UsageError("--dimensions N (a positive number) goes with --endpoint embeddings")
     # Ready-made batch lines carry their own model: each is priced (and checked) at it.
-    line_models = _line_models(path) if ready_made else []
+    line_models, line_apis = _line_models(path) if ready_made else ([], set())
     opts = RunOptions(
         input=str(path),
         provider=provider,
@@ -107,6 +112,8 @@ def prepare(
         price_as=price_as,
         allow_unpriced=allow_unpriced,
         extra={"batch_size": batch_size} if batch_size else {},
+        api=api,
+        dimensions=dimensions,
     )
     if deadline is not None:  # checked now, not at the hedge point; the hedge's settings travel with the job
         try:
@@ -119,6 +126,7 @@ def prepare(
     except PricingError as exc:
         raise UsageError(str(exc)) from None
     _resolve_target(opts, engine, model, line_models, pricer, api_key, on_notice)
+    check_line_apis(line_apis, opts.provider, str(path))
     unpriced = pricer.unpriced({opts.model, *line_models})
     if unpriced and not allow_unpriced:
         raise UsageError(unpriced_message(unpriced, pricer.table))
@@ -191,13 +199,15 @@ def _example(pricer: Pricer, provider: str) -> str:
     return f" (e.g. --model {next(iter(listed.models))})" if listed and listed.models else ""
 
 
-def _line_models(path: Path) -> list[str]:
-    """The models a ready-made batch file names, in order of first use (streamed, not held)."""
+def _line_models(path: Path) -> tuple[list[str], set[str]]:
+    """The models a ready-made batch file names, in order of first use, and the APIs (streamed, not held)."""
     seen: dict[str, None] = {}
+    apis: set[str] = set()
     for doc in read_input(path):
         if doc.request is not None:
             seen.setdefault(doc.request.model, None)
-    return list(seen)
+            apis.add(doc.request.api)
+    return list(seen), apis
 
 
 EMBEDDED_TIME_SCALE = 0.001  # the emulated service's queue (30 s) and finalizing (20 s) take 30 and 20 ms

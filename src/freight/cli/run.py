@@ -90,7 +90,12 @@ def _drive(
         typer.echo(report.render())
         if accuracy:
             typer.echo(render_accuracy(accuracy))
-        typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json")
+        vectors = (
+            ", embeddings.npy, embeddings.ids.txt"
+            if report.out and (report.out / "embeddings.ids.txt").exists()
+            else ""
+        )
+        typer.echo(f"outputs: {report.out}/results.jsonl, failures.jsonl, report.json{vectors}")
 
 
 def _accuracy(job: api.Job, labels: Labels | None) -> dict[str, Any] | None:
@@ -137,7 +142,8 @@ def _check_only(opts: RunOptions, db: str | None) -> None:
         f"input: {documents:,} documents ({input_kind(path)}: {opts.input})"
         + (f", {unreadable} of them unreadable (they would fail alone)" if unreadable else ""),
         "prompt: has {document}" + (", schema: a valid JSON Schema" if opts.schema else ", no schema"),
-        f"provider: {opts.provider} at {opts.endpoint}, model {opts.model}, mode {opts.mode}",
+        f"provider: {opts.provider} at {opts.endpoint}, model {opts.model}, mode {opts.mode}"
+        + (f", endpoint {opts.api}" if opts.api != "chat" else ""),
         f"store: {db or 'the default store'}",
         "check passed: nothing was sent and no job was made",
     ]
@@ -221,6 +227,12 @@ def run(
     min_accuracy: float | None = typer.Option(
         None, min=0.0, max=1.0, help="With --expected: stop before submitting when the sample's accuracy is below."
     ),
+    endpoint: str = typer.Option(
+        "chat",
+        "--endpoint",
+        help="The API for each document: chat | responses (OpenAI, Azure) | embeddings (also Gemini).",
+    ),
+    dimensions: int | None = typer.Option(None, help="With --endpoint embeddings: the vectors' size."),
     check: bool = typer.Option(False, "--check", help="Only check the input, prompt, schema, model and store."),
     # --- cost (issue 18; freight.cli.estimate, freight.runner.budget) ---
     dry_run: bool = typer.Option(
@@ -281,6 +293,8 @@ def run(
             price_as=price_as,
             allow_unpriced=allow_unpriced,
             on_notice=_notice,
+            endpoint=endpoint,
+            dimensions=dimensions,
         )
         secret = api.configure_notify(opts, notify, notify_secret)
         if check:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,10 +34,14 @@ from freight.domain import (
 )
 from freight.providers.common import check_ended, correlate, decode_lines, line_key, refuse_for_batch, with_overflow
 from freight.providers.gemini_wire import (
+    EMBEDDING_MAX_TOKENS,
     batch_of,
     config,
     contents,
     counts_of,
+    embed_config,
+    embed_request,
+    outcome_of_embeddings,
     outcome_of_item,
     outcome_of_line,
     outcome_of_response,
@@ -70,6 +75,7 @@ class GeminiProvider:
             "gemini-2.5-flash-lite": 1_048_576,
             "gemini-2.0-flash": 1_048_576,
             "gemini-2.0-flash-lite": 1_048_576,
+            "gemini-embedding-001": EMBEDDING_MAX_TOKENS,  # one input's limit: a longer document is split
         },
         max_output_tokens={"gemini-2.5-pro": 65_536, "gemini-2.5-flash": 65_536, "gemini-2.5-flash-lite": 65_536},
         default_context_window=1_048_576,
@@ -105,13 +111,16 @@ class GeminiProvider:
         return call_with_retry(fn, translate, self.retry, idempotent=idempotent)
 
     def _line(self, request: Request) -> bytes:
-        line = {"key": request.custom_id, "request": wire_request(request)}
+        body = embed_request(request) if request.api == "embeddings" else wire_request(request)
+        line = {"key": request.custom_id, "request": body}
         return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
     def request_bytes(self, request: Request) -> int:
         return len(self._line(request))
 
     def send(self, request: Request) -> Succeeded | Errored:
+        if request.api == "embeddings":
+            return self._embed(request)
         body, cfg = contents(request), types.GenerateContentConfig(**config(request))
         try:
             response = self._call(
@@ -132,11 +141,30 @@ class GeminiProvider:
         counted = self._call(lambda: self._client.models.count_tokens(model=request.model, contents=body))
         return TokenCount(input_tokens=counted.total_tokens or 0, how="gemini models.count_tokens")
 
+    def _embed(self, request: Request) -> Succeeded | Errored:
+        cfg = embed_config(request)
+        try:
+            response = self._call(
+                lambda: self._client.models.embed_content(
+                    model=request.model, contents=[m.text() for m in request.messages], config=cfg
+                )
+            )
+        except ProviderError as err:
+            if err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_OVERFLOW):
+                return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
+            raise
+        return outcome_of_embeddings(response)
+
     def submit_batch(self, requests: Sequence[Request], ref: str | None = None) -> Batch:
         refuse_for_batch(requests, self.limits)
         lines = [self._line(r) for r in requests]
         job_config = types.CreateBatchJobConfig(display_name=ref or "freight")
         model = requests[0].model
+        if requests[0].api == "embeddings":
+            # Always a file: inline embedding requests carry no key, and a key is how results are correlated.
+            file_name = self._upload(b"".join(lines), ref)
+            job = self._call(lambda: self._create_embeddings(model, file_name, ref), idempotent=False)
+            return batch_of(job, RequestCounts(processing=len(requests)), self.limits.window_hours)
         if sum(len(x) for x in lines) <= self.inline_max_bytes:
             src: Any = [
                 {"contents": contents(r), "config": config(r), "metadata": {"key": r.custom_id}} for r in requests
@@ -152,6 +180,22 @@ class GeminiProvider:
             src = uploaded.name
         job = self._call(lambda: self._client.batches.create(model=model, src=src, config=job_config), idempotent=False)
         return batch_of(job, RequestCounts(processing=len(requests)), self.limits.window_hours)
+
+    def _upload(self, data: bytes, ref: str | None) -> str:
+        uploaded = self._call(
+            lambda: self._client.files.upload(
+                file=io.BytesIO(data), config={"mime_type": "jsonl", "display_name": ref or "freight"}
+            )
+        )
+        return str(uploaded.name)
+
+    def _create_embeddings(self, model: str, file_name: str, ref: str | None) -> types.BatchJob:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK marks create_embeddings experimental on every call
+            job: types.BatchJob = self._client.batches.create_embeddings(
+                model=model, src={"file_name": file_name}, config={"display_name": ref or "freight"}
+            )
+        return job
 
     def find_batches(self, ref: str, n_requests: int, since: datetime) -> list[Batch]:
         """The batch whose display_name is `ref`, among those created since `since` (10 minutes of slack)."""

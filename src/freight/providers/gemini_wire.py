@@ -289,9 +289,37 @@ def outcome_of_line(line: dict[str, Any]) -> Succeeded | Errored | Canceled | Ex
     error = line.get("error") or line.get("status")
     if isinstance(error, dict):
         return outcome_of_status(error.get("code"), str(error.get("message", "")))
+    response = line.get("response") or {}
+    if isinstance(response.get("embedding"), dict):  # an embedding batch's line: the vector, no text
+        values = [float(x) for x in response["embedding"].get("values") or []]
+        return Succeeded(text="", parsed=values, usage=Usage(input_tokens=int(response.get("tokenCount") or 0)))
     return outcome_of_item(
         types.InlinedResponse(response=types.GenerateContentResponse.model_validate(line.get("response") or {}))
     )
+
+
+# --- embeddings -------------------------------------------------------------------------------------------------
+
+EMBEDDING_MAX_TOKENS = 2048  # gemini-embedding-001's input limit
+
+
+def embed_request(request: Request) -> dict[str, Any]:
+    """An EmbedContentRequest (camelCase, as a batch file line holds it): one content of the request's texts."""
+    body: dict[str, Any] = {"content": {"parts": [{"text": m.text()} for m in request.messages]}}
+    if request.params.get("dimensions"):
+        body["outputDimensionality"] = request.params["dimensions"]
+    return body
+
+
+def embed_config(request: Request) -> types.EmbedContentConfig:
+    dims = request.params.get("dimensions")
+    return types.EmbedContentConfig(output_dimensionality=int(dims) if dims else None)
+
+
+def outcome_of_embeddings(response: types.EmbedContentResponse) -> Succeeded:
+    """`models.embed_content`'s reply: the vector (the vectors, when several texts were sent)."""
+    vectors = [list(e.values or []) for e in response.embeddings or []]
+    return Succeeded(text="", parsed=vectors[0] if len(vectors) == 1 else vectors)
 
 
 # --- batches ----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from freight.domain import (
     Result,
     Succeeded,
 )
+from freight.providers import openai_endpoints
 from freight.providers.common import (
     Line,
     check_ended,
@@ -43,13 +44,14 @@ from freight.providers.openai_wire import (
     batch_of,
     messages,
     missing_outcome,
+    outcome_of_body,
     outcome_of_completion,
     outcome_of_line,
     overflow_counts,
     tool,
     translate,
 )
-from freight.providers.protocol import Limits, Provider, ProviderError, TokenCount
+from freight.providers.protocol import Limits, Provider, ProviderError, RequestRefused, TokenCount
 from freight.providers.retry import RetryPolicy, call_with_retry, stream_with_retry
 
 __all__ = ["OpenAIProvider", "translate", "outcome_of_line", "outcome_of_completion"]
@@ -73,6 +75,10 @@ class OpenAIProvider:
             "gpt-4.1": 1_047_576,
             "gpt-4.1-mini": 1_047_576,
             "gpt-4.1-nano": 1_047_576,
+            # Embedding models: the input limit of one text (an input over it is split by the runner).
+            "text-embedding-3-small": openai_endpoints.EMBEDDING_MAX_TOKENS,
+            "text-embedding-3-large": openai_endpoints.EMBEDDING_MAX_TOKENS,
+            "text-embedding-ada-002": openai_endpoints.EMBEDDING_MAX_TOKENS,
         },
         max_output_tokens={
             "gpt-4o": 16_384,
@@ -127,6 +133,10 @@ class OpenAIProvider:
 
     # The one request builder: `send` passes it to chat.completions.create, `submit_batch` puts it in each line.
     def body(self, request: Request) -> dict[str, Any]:
+        if request.api == "responses":
+            return openai_endpoints.responses_body(request)
+        if request.api == "embeddings":
+            return openai_endpoints.embeddings_body(request)
         b: dict[str, Any] = {
             "model": request.model,
             "messages": messages(request),
@@ -146,8 +156,17 @@ class OpenAIProvider:
             }
         return b
 
+    def url(self, api: str) -> str:
+        """The batch endpoint (and each line's `url`) of an API: /v1/embeddings here, /embeddings on Azure."""
+        return self.endpoint.removesuffix(openai_endpoints.PATHS["chat"]) + openai_endpoints.PATHS[api]
+
     def batch_line(self, request: Request) -> dict[str, Any]:
-        return {"custom_id": request.custom_id, "method": "POST", "url": self.endpoint, "body": self.body(request)}
+        return {
+            "custom_id": request.custom_id,
+            "method": "POST",
+            "url": self.url(request.api),
+            "body": self.body(request),
+        }
 
     def _encode_line(self, request: Request) -> bytes:
         return json.dumps(self.batch_line(request), separators=(",", ":")).encode() + b"\n"
@@ -174,16 +193,28 @@ class OpenAIProvider:
 
     def send(self, request: Request) -> Succeeded | Errored:
         body = self.body(request)
+        apis: dict[str, Callable[..., Any]] = {
+            "chat": self._client.chat.completions.create,
+            "responses": self._client.responses.create,
+            "embeddings": self._client.embeddings.create,
+        }
+        create = apis[request.api]
         try:
-            completion = self._call(lambda: self._client.chat.completions.create(**body))
+            reply = self._call(lambda: create(**body))
         except ProviderError as err:
             if err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_OVERFLOW):
                 return with_overflow(Errored(kind=err.kind, raw_type=err.raw_type, message=str(err)), overflow_counts)
             raise
-        return outcome_of_completion(completion.model_dump(), request.wants_json)
+        return outcome_of_body(reply.model_dump(), request.wants_json)
 
     def submit_batch(self, requests: Sequence[Request], ref: str | None = None) -> Batch:
         refuse_for_batch(requests, self.limits)
+        api = requests[0].api
+        for r in requests:
+            if r.api != api:
+                raise RequestRefused(
+                    r.custom_id, f"its API {r.api!r} differs from the batch's {api!r}; a batch serves one"
+                )
         data = b"".join(self._encode_line(r) for r in requests)
         # Uploading twice only leaves a spare file behind, so the upload retries even after a timeout.
         uploaded = self._call(
@@ -192,7 +223,7 @@ class OpenAIProvider:
         created: OpenAIBatch = self._call(
             lambda: self._client.batches.create(
                 input_file_id=uploaded.id,
-                endpoint=self.endpoint,  # type: ignore[arg-type]
+                endpoint=self.url(api),  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata={"freight_ref": ref} if ref else None,
             ),

@@ -31,6 +31,7 @@ from freight.domain import (
     Succeeded,
     Usage,
 )
+from freight.providers import openai_endpoints
 from freight.providers.common import parse_json, retry_after
 from freight.providers.protocol import ProviderError
 
@@ -230,6 +231,15 @@ def outcome_of_completion(completion: dict[str, Any], wants_json: bool) -> Succe
     )
 
 
+def outcome_of_body(body: dict[str, Any], wants_json: bool) -> Succeeded | Errored:
+    """A successful reply of any endpoint freight sends to, told apart by its `object`."""
+    if body.get("object") == "response":
+        return openai_endpoints.outcome_of_response(body, wants_json)
+    if body.get("object") == "list":
+        return openai_endpoints.outcome_of_embeddings(body)
+    return outcome_of_completion(body, wants_json)
+
+
 def outcome_of_line(line: dict[str, Any]) -> Succeeded | Errored | Canceled | Expired:
     """One line of a batch's output or error file as a domain outcome."""
     response = line.get("response")
@@ -240,7 +250,7 @@ def outcome_of_line(line: dict[str, Any]) -> Succeeded | Errored | Canceled | Ex
         if status == 200:
             # A results line does not say whether JSON was asked for; a reply that parses gets `parsed`, and the
             # runner validates it only where the request had a schema.
-            return outcome_of_completion(body, wants_json=True)
+            return outcome_of_body(body, wants_json=True)
         err = body.get("error") or {}
         code = err.get("code")
         raw = str(code or err.get("type") or "")

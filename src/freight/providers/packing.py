@@ -54,7 +54,8 @@ def pack(
                 f"it takes {n:,} bytes, more than the {max_bytes:,} a whole batch may hold; "
                 "shorten it or send it synchronously",
             )
-        key = request.model if one_model_per_batch else ""
+        # A batch also serves one API (chat, responses, embeddings): a provider's batch names one endpoint.
+        key = f"{request.api} {request.model}" if one_model_per_batch else request.api
         current = open_batches.setdefault(key, _Open())
         if current.requests and (len(current.requests) >= max_requests or current.size + n > max_bytes):
             yield current.requests

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from freight.domain import Message, Request
+from freight.domain import Api, Message, Request
 
 PLACEHOLDER = "{document}"
 
@@ -24,6 +24,8 @@ class Template:
     temperature: float | None = None
     fallback_prompt: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    api: Api = "chat"
+    params: dict[str, Any] = field(default_factory=dict)  # the API's own parameters (an embedding's dimensions)
 
     def render(self, document: str, prompt: str | None = None) -> str:
         text = prompt or self.prompt
@@ -67,6 +69,8 @@ def build_request(
         system=template.system,
         temperature=template.temperature,
         output_schema=template.schema,
+        api=template.api,
+        params=template.params,
         item_id=item_id,
         attempt=attempt,
         parent_custom_id=parent,

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from freight.domain import UsageError
+from freight.domain import APIS, Api, UsageError
 from freight.runner.build import PLACEHOLDER
 
 # A placeholder-looking `{word}`: JSON examples (`{"a": 1}`) never match, since a key is quoted.
@@ -137,3 +137,47 @@ def check_store_url(db: str, *, explicit: bool, must_exist: bool = False) -> str
 def _redact(url: str) -> str:
     """A URL without its password: a message must never carry a secret."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# The providers whose adapters speak each API besides chat: OpenAI's Batch API and Azure's, which copies it; Gemini's
+# embedding batches.
+_API_PROVIDERS = {"responses": ("openai", "azure"), "embeddings": ("openai", "azure", "gemini")}
+
+
+def check_endpoint(
+    endpoint: str, provider: str, ready_made: bool, *, prompt: str, system: str | None, schema: Any
+) -> Api:
+    """`--endpoint chat|responses|embeddings` checked against the rest of the command; the API it names."""
+    if endpoint not in APIS:
+        raise UsageError(f"--endpoint {endpoint!r}: use one of {', '.join(APIS)}")
+    api: Api = endpoint
+    if api == "chat":
+        return api
+    if ready_made:
+        raise UsageError(
+            f"--endpoint {api}: a file of batch request lines names its endpoint on each line (its url); "
+            "drop --endpoint"
+        )
+    allowed = _API_PROVIDERS[api]
+    if provider not in allowed:
+        raise UsageError(
+            f"--endpoint {api} runs with --provider {' or --provider '.join(allowed)} "
+            f"(--provider {provider} takes --endpoint chat)"
+        )
+    if api == "embeddings" and (schema is not None or system is not None or prompt != "{document}"):
+        raise UsageError(
+            "--endpoint embeddings embeds each document as it is: drop --prompt, --system and --schema "
+            "(they shape a reply, and an embedding has none)"
+        )
+    return api
+
+
+def check_line_apis(apis: set[str], provider: str, source: str) -> None:
+    """A batch file's lines may name Responses or embeddings: only a provider with that API can run them."""
+    for api in sorted(apis - {"chat"}):
+        allowed = _API_PROVIDERS[api]
+        if provider not in allowed:
+            raise UsageError(
+                f"{source}: its lines name /v1/{api}, which runs with --provider {' or --provider '.join(allowed)}, "
+                f"not {provider}; name one (and its key)"
+            )

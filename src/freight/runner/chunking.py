@@ -8,6 +8,10 @@ and a scalar taken from the first part that has a non-null value; a later part w
 conflict, listed in the output's metadata.
 Text replies are joined with a blank line.
 
+Embeddings (vectors): the parts' vectors are averaged, each weighted by its part's length in tokens (as the provider
+counted them), and the mean renormalized to unit length — OpenAI's own cookbook recipe for texts over the input
+limit. One vector per document keeps the output a plain matrix; the small overlap between parts counts twice.
+
 Arrays: only what the overlap repeats is dropped — the longest run at the start of a part's array that equals the end
 of what came before it. Equal items elsewhere are distinct facts (two identical invoice lines are two lines) and are
 all kept.
@@ -162,3 +166,16 @@ def _overlap(a: list[Any], b: list[Any]) -> int:
         if a[-n:] == b[:n]:
             return n
     return 0
+
+
+def is_vector(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(x, float | int) for x in value)
+
+
+def average_vectors(vectors: list[list[float]], weights: list[int]) -> list[float]:
+    """The weighted mean of equal-length vectors, renormalized to unit length (weights of 0 count as 1)."""
+    ws = [max(1, w) for w in weights]
+    total = sum(ws)
+    mean = [sum(w * v[i] for v, w in zip(vectors, ws, strict=True)) / total for i in range(len(vectors[0]))]
+    norm = math.sqrt(sum(x * x for x in mean)) or 1.0
+    return [x / norm for x in mean]

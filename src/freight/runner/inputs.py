@@ -23,6 +23,7 @@ import charset_normalizer
 from pydantic import ValidationError
 
 from freight.domain import Message, Request, UsageError
+from freight.providers import openai_endpoints
 
 DOC_SUFFIXES = (".txt", ".md", ".json")
 ID_FIELDS = ("id", "doc_id", "document_id", "custom_id", "key", "name")
@@ -269,27 +270,9 @@ def _anthropic_line(row: dict[str, Any]) -> Request:
 
 
 def _openai_line(row: dict[str, Any], path: Path, n: int) -> Request:
-    url = row.get("url", "/v1/chat/completions")
-    if url != "/v1/chat/completions":
-        raise InputError(path, n, f"url {url!r} is not supported yet; use /v1/chat/completions", row["custom_id"])
-    b = row["body"]
-    system = "\n".join(str(m["content"]) for m in b["messages"] if m["role"] in ("system", "developer")) or None
-    fmt = b.get("response_format") or {}
-    schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
-    stop = b.get("stop")
-    return Request(
-        custom_id=row["custom_id"],
-        model=b["model"],
-        system=system,
-        max_tokens=b.get("max_completion_tokens") or b.get("max_tokens") or 1024,
-        messages=[
-            Message(role=m["role"], content=m["content"])
-            for m in b["messages"]
-            if m["role"] not in ("system", "developer")
-        ],
-        temperature=b.get("temperature"),
-        stop_sequences=[stop] if isinstance(stop, str) else stop or [],
-        tools=b.get("tools") or [],
-        output_schema=schema,
-        item_id=row["custom_id"],
-    )
+    try:
+        return openai_endpoints.request_of_line(row)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise InputError(path, n, f"{exc}; freight runs these three", row["custom_id"]) from None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from freight.domain import FreightError, Item, ItemState, Job, JobState
+from freight.domain import Api, FreightError, Item, ItemState, Job, JobState
 from freight.plan import route
 from freight.plan.model import Workflow
 from freight.plan.pricing import Pricer
@@ -53,6 +53,11 @@ class RunOptions:
     max_cost: float | None = None
     max_cost_cancel: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # --endpoint: which API of the provider answers each document (chat, responses, embeddings), and an embedding's
+    # size (--dimensions). Left out of the job's identity at their defaults, so jobs made before they existed keep
+    # their ids.
+    api: Api = "chat"
+    dimensions: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -75,6 +80,8 @@ class RunOptions:
             schema=self.schema,
             temperature=self.temperature,
             fallback_prompt=self.fallback_prompt,
+            api=self.api,
+            params={"dimensions": self.dimensions} if self.dimensions else {},
         )
 
     @classmethod
@@ -93,6 +100,9 @@ def job_id_for(opts: RunOptions) -> str:
     endpoint, engine) - so the same command against another endpoint is another job, and outputs are never handed
     back from a job that ran somewhere else."""
     what = {k: v for k, v in asdict(opts).items() if k not in _NOT_IDENTITY}
+    for key, default in (("api", "chat"), ("dimensions", None)):
+        if what.get(key) == default:
+            del what[key]
     what["input"] = fingerprint(Path(opts.input))
     what["endpoint"] = opts.endpoint
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()

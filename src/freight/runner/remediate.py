@@ -164,7 +164,12 @@ def _chunk(req: Request, part: Part | None, failure: Failure, ctx: Context, atte
         return Remedy(
             give_up=Failure(
                 failure.kind,
-                f"{failure.message}; a ready-made request cannot be split: shorten its prompt",
+                f"{failure.message}; a ready-made request cannot be split: shorten its "
+                + (
+                    "input (or give the documents as a folder or JSONL with --endpoint embeddings, which splits them)"
+                    if req.api == "embeddings"
+                    else "prompt"
+                ),
                 failure.raw_type,
             )
         )

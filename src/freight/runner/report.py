@@ -15,6 +15,7 @@ from typing import Any
 from freight.domain import ItemState
 from freight.runner.hedge import hedge_summary, render_hedge
 from freight.runner.job import RunOptions
+from freight.runner.vectors import VectorWriter
 from freight.store import Store
 
 
@@ -85,12 +86,16 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
     known = priced(store, job_id)
     documents = succeeded = first_pass = 0
     files = None
+    vectors: VectorWriter | None = None
+    job = store.get_job(job_id)
     if write_to is not None:
         write_to.mkdir(parents=True, exist_ok=True)
         files = (
             (write_to / "results.jsonl").open("w", encoding="utf-8"),
             (write_to / "failures.jsonl").open("w", encoding="utf-8"),
         )
+        if job is not None and RunOptions.from_config(job.config).api == "embeddings":
+            vectors = VectorWriter(write_to)
     try:
         for line, spent in _item_lines(store, job_id, known):
             for fix, dollars in spent:
@@ -105,11 +110,14 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
                 files[0].write(text)
                 if line["status"] != "succeeded":
                     files[1].write(text)
+            if vectors is not None and line["status"] == "succeeded":
+                vectors.add(line["id"], line["output"])
     finally:
         for f in files or ():
             f.close()
+        if vectors is not None:
+            vectors.close()
     totals = store.totals(job_id)
-    job = store.get_job(job_id)
     report = {
         "job": job_id,
         "state": job.state.value if job else None,

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from freight.domain import Canceled, ItemState, JobState, StopReason, Succeeded, Usage
+from freight.domain import Canceled, ItemState, JobState, Request, StopReason, Succeeded, Usage
 from freight.providers import Provider
-from freight.runner.chunking import merge_outputs
+from freight.runner.chunking import average_vectors, is_vector, merge_outputs
 from freight.runner.crash import crashpoint
 from freight.runner.ids import base_custom_id, retry_custom_id
 from freight.runner.inputs import input_kind
@@ -93,7 +93,7 @@ class Settler:
                 later.append(cid)
                 continue
             else:
-                checked = check(outcome, self.opts.schema)
+                checked = check(outcome, self._schema(row["request"]))
                 if not checked.ok:
                     later.append(cid)
                     continue
@@ -131,7 +131,7 @@ class Settler:
             )
             return
         part = (row["part"], row["parts"], row["chunk_group"]) if row["part"] is not None else None
-        checked = check(outcome, self.opts.schema) if isinstance(outcome, Succeeded) else None
+        checked = check(outcome, self._schema(row["request"])) if isinstance(outcome, Succeeded) else None
         usable = (
             checked is not None
             and checked.ok
@@ -172,16 +172,23 @@ class Settler:
         """A part succeeded: when every part of the split has a valid output, merge them and finish the item."""
         _, parts, group = part
         best: dict[int, Any] = {}
+        weights: dict[int, int] = {}
         for index, _cid, outcome in self.store.group_outcomes(self.job_id, group):
             if index in best or not isinstance(outcome, Succeeded) or outcome.stop_reason is StopReason.MAX_TOKENS:
                 continue
             checked = check(outcome, self.opts.schema)
             if checked.ok:
                 best[index] = checked.value
+                weights[index] = outcome.usage.input_tokens
         if len(best) < parts:
             self.store.settle(self.job_id, custom_id)
             return
-        merged, conflicts = merge_outputs([best[i] for i in range(parts)])
+        values = [best[i] for i in range(parts)]
+        conflicts: list[dict[str, Any]] = []
+        if all(is_vector(v) for v in values):
+            merged: Any = average_vectors(values, [weights[i] for i in range(parts)])
+        else:
+            merged, conflicts = merge_outputs(values)
         self.store.settle(
             self.job_id,
             custom_id,
@@ -193,6 +200,10 @@ class Settler:
         if not self._hedge_seen:
             self._hedge_seen = bool(self.store.events(self.job_id, kind="hedge.started"))
         return self._hedge_seen
+
+    def _schema(self, request: Request) -> dict[str, Any] | None:
+        """The schema a reply must match: the run's --schema, or the one a ready-made batch line asked for itself."""
+        return self.opts.schema if self.opts.schema is not None else request.output_schema
 
     def _ready_made(self, item_id: str) -> bool:
         """The input was provider batch request lines: there is a prompt, but no document to split or re-render."""

@@ -32,6 +32,8 @@ def parse_reply(text: str) -> Any:
 
 def check(outcome: Succeeded, schema: dict[str, Any] | None) -> Checked:
     """The reply as the user will get it, or why it is not acceptable."""
+    if not outcome.text and outcome.parsed is not None:
+        return Checked(value=outcome.parsed)  # a reply with no text but a value: an embedding's vector
     if schema is None:
         return Checked(value=outcome.text)
     value = outcome.parsed

@@ -13,7 +13,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from freight.domain import CUSTOM_ID_PATTERN, BatchState, Errored, ErrorKind, Outcome, Request, Succeeded
+from freight.domain import CUSTOM_ID_PATTERN, BatchState, Errored, ErrorKind, Expired, Outcome, Request, Succeeded
 from freight.server import anthropic_wire
 from freight.server.batch_rows import get_batch, insert_requests, is_ended, list_page, result_rows
 from freight.server.context import Context
@@ -21,7 +21,7 @@ from freight.server.counting import count
 from freight.server.processor import request_cancel
 from freight.server.responses import anthropic_error, dumps, jsonl_stream
 from freight.server.store import batches, requests
-from freight.server.wire import WireError, new_id, rfc3339
+from freight.server.wire import Answerer, WireError, new_id, rfc3339
 
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
@@ -35,6 +35,11 @@ class AnthropicDialect:
 
     def to_request(self, params: Any, custom_id: str) -> Request:
         return anthropic_wire.to_request(params, custom_id)
+
+    def answer(
+        self, answerer: Answerer, params: Any, endpoint: str | None, custom_id: str, key: tuple[object, ...], now: float
+    ) -> Succeeded | Errored | Expired:
+        return answerer.answer(self.to_request(params, custom_id), key, now)
 
     def load(self, batch: sa.RowMapping, now: float) -> bool:
         return True  # the requests arrived with the create call

@@ -15,13 +15,13 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from freight.server import openai_api, openai_files
+from freight.server import openai_api, openai_endpoints, openai_files
 from freight.server.context import Context
 from freight.server.responses import openai_error
 
 DIALECT = "azure"
 # Azure's batch docs write the endpoint without /v1; the v1 surface accepts OpenAI's spelling as well.
-ENDPOINTS = ("/chat/completions", "/v1/chat/completions")
+ENDPOINTS = openai_endpoints.AZURE_ENDPOINTS
 MAX_REQUESTS = 100_000
 
 Handler = Callable[[HttpRequest], Awaitable[Response]]
@@ -48,7 +48,7 @@ def routes(ctx: Context) -> list[Route]:
             ctx,
             dialect=DIALECT,
             prefix="/openai",
-            chat_path="/openai/deployments/{deployment}/chat/completions",
+            sync_prefix="/openai/deployments/{deployment}",
             endpoints=ENDPOINTS,
         ),
         *openai_files.routes(ctx, prefix="/openai"),

@@ -18,8 +18,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from freight.domain import BatchState, Errored, Request, Succeeded
-from freight.server import gemini_wire
+from freight.domain import BatchState, Errored, Expired, Request, Succeeded
+from freight.server import gemini_embed, gemini_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page, result_rows
 from freight.server.context import Context
 from freight.server.counting import count
@@ -28,7 +28,7 @@ from freight.server.openai_files import iter_lines
 from freight.server.processor import request_cancel
 from freight.server.responses import dumps
 from freight.server.store import Store, batches, requests
-from freight.server.wire import WireError, new_id
+from freight.server.wire import Answerer, WireError, new_id
 
 DIALECT = "gemini"
 VERSIONS = ("v1", "v1beta")
@@ -49,12 +49,21 @@ class GeminiDialect:
             raise WireError(params["invalid"])
         return gemini_wire.to_request(params.get("request"), custom_id, params.get("model", ""))
 
+    def answer(
+        self, answerer: Answerer, params: Any, endpoint: str | None, custom_id: str, key: tuple[object, ...], now: float
+    ) -> Succeeded | Errored | Expired:
+        if params.get("invalid"):
+            raise WireError(params["invalid"])
+        if params.get("endpoint") == gemini_embed.ENDPOINT:
+            return gemini_embed.answer(answerer, params["request"], params.get("model", ""), key, now)
+        return answerer.answer(self.to_request(params, custom_id), key, now)
+
     def load(self, batch: sa.RowMapping, now: float) -> bool:
         """Read an input file's lines into requests; a line that is not a keyed request fails as that request."""
         if not batch["input_file_id"]:
             return True  # inline requests arrived with the create call
         with self.store.write() as conn:
-            rows = _file_rows(iter_lines(self.store, batch["input_file_id"]), batch["model"])
+            rows = _file_rows(iter_lines(self.store, batch["input_file_id"]), batch["model"], batch["endpoint"])
             total = insert_requests(conn, batch["id"], self.seed, rows)
             custom_ids = conn.execute(
                 sa.select(requests.c.custom_id).where(requests.c.batch_id == batch["id"]).order_by(requests.c.idx)
@@ -70,7 +79,7 @@ class GeminiDialect:
             conn.execute(sa.update(batches).where(batches.c.id == batch["id"]).values(output_file_id=file_id))
 
 
-def _file_rows(lines: Iterator[str], model: str) -> Iterator[tuple[int, str, str]]:
+def _file_rows(lines: Iterator[str], model: str, endpoint: str | None) -> Iterator[tuple[int, str, str]]:
     idx = 0
     for n, text in enumerate(lines, start=1):
         if not text.strip():
@@ -81,7 +90,7 @@ def _file_rows(lines: Iterator[str], model: str) -> Iterator[tuple[int, str, str
             item = None
         key = item.get("key") if isinstance(item, dict) else None
         if isinstance(key, str) and isinstance(item, dict) and isinstance(item.get("request"), dict):
-            params = {"model": model, "request": item["request"]}
+            params = {"model": model, "request": item["request"], "endpoint": endpoint}
         else:
             key = key if isinstance(key, str) else f"line-{n}"
             params = {"model": model, "invalid": f"line {n}: expected {{'key': ..., 'request': {{...}}}} as JSON"}
@@ -95,6 +104,11 @@ def _output(ctx: Context, row: sa.RowMapping) -> dict[str, Any] | None:
         return None
     if row["output_file_id"]:
         return {"responsesFile": row["output_file_id"]}
+    if row["endpoint"] == gemini_embed.ENDPOINT:
+        # Inline embeddings carry no key or metadata: their only correlation is the order, the requests' own.
+        ordered = sorted(result_rows(ctx.store, row["id"]), key=lambda r: r.idx)
+        embedded = [result_item(r, with_key=False) for r in ordered]
+        return {"inlinedEmbedContentResponses": {"inlinedResponses": embedded}}
     items = [result_item(r, with_key=False) for r in result_rows(ctx.store, row["id"])]
     return {"inlinedResponses": {"inlinedResponses": items}}
 
@@ -132,7 +146,18 @@ def routes(ctx: Context) -> list[Route]:
         except ValueError:
             return gemini_wire.invalid("Invalid JSON payload received.")
         del raw
-        return await run_in_threadpool(_create, ctx, body, request.path_params["model"])
+        endpoint = gemini_embed.ENDPOINT if request.url.path.endswith(gemini_embed.BATCH_SUFFIX) else None
+        return await run_in_threadpool(_create, ctx, body, request.path_params["model"], endpoint)
+
+    async def embed(request: HttpRequest) -> Response:
+        if request.path_params["version"] not in VERSIONS:
+            return _no_version(request)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return gemini_wire.invalid("Invalid JSON payload received.")
+        many = request.url.path.endswith(":batchEmbedContents")
+        return await run_in_threadpool(gemini_embed.sync, ctx, body, request.path_params["model"], many)
 
     async def list_batches(request: HttpRequest) -> Response:
         q = request.query_params
@@ -173,6 +198,9 @@ def routes(ctx: Context) -> list[Route]:
         Route("/gemini/{version}/models/{model}:generateContent", generate, methods=["POST"]),
         Route("/gemini/{version}/models/{model}:countTokens", count_tokens, methods=["POST"]),
         Route("/gemini/{version}/models/{model}:batchGenerateContent", create, methods=["POST"]),
+        Route("/gemini/{version}/models/{model}" + gemini_embed.BATCH_SUFFIX, create, methods=["POST"]),
+        Route("/gemini/{version}/models/{model}:embedContent", embed, methods=["POST"]),
+        Route("/gemini/{version}/models/{model}:batchEmbedContents", embed, methods=["POST"]),
         Route("/gemini/{version}/batches", list_batches, methods=["GET"]),
         Route("/gemini/{version}/batches/{batch_id}:cancel", cancel, methods=["POST"]),
         Route("/gemini/{version}/batches/{batch_id}", retrieve, methods=["GET"]),
@@ -205,25 +233,26 @@ def _generate(ctx: Context, body: Any, model: str) -> Response:
     return JSONResponse(err, status_code=status)
 
 
-def _inline_rows(items: list[Any], model: str) -> tuple[list[tuple[int, str, str]], str | None]:
+def _inline_rows(items: list[Any], model: str, endpoint: str | None) -> tuple[list[tuple[int, str, str]], str | None]:
     rows: list[tuple[int, str, str]] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
             return [], f"batch.inputConfig.requests.requests[{i}].request: required"
         metadata = item.get("metadata")
         key = metadata.get("key") if isinstance(metadata, dict) else None
-        params = {"model": model, "request": item["request"], "metadata": metadata}
+        params = {"model": model, "request": item["request"], "metadata": metadata, "endpoint": endpoint}
         rows.append((i, key if isinstance(key, str) else f"request-{i + 1}", dumps(params)))
     return rows, None
 
 
-def _create(ctx: Context, body: Any, model: str) -> Response:
+def _create(ctx: Context, body: Any, model: str, endpoint: str | None = None) -> Response:
     batch = body.get("batch") if isinstance(body, dict) else None
     config = batch.get("inputConfig") if isinstance(batch, dict) else None
     if not isinstance(batch, dict) or not isinstance(config, dict):
         return gemini_wire.invalid("batch.inputConfig: required")
     model = model.removeprefix("models/")
-    file_name = config.get("fileName")
+    # Proto JSON takes either spelling; google-genai's create_embeddings sends `file_name` as it is.
+    file_name = config.get("fileName", config.get("file_name"))
     rows: list[tuple[int, str, str]] = []
     if isinstance(file_name, str):
         source = gemini_file(ctx, file_name)
@@ -233,7 +262,7 @@ def _create(ctx: Context, body: Any, model: str) -> Response:
         items = (config.get("requests") or {}).get("requests")
         if not isinstance(items, list) or not items:
             return gemini_wire.invalid("batch.inputConfig: give requests.requests (non-empty) or fileName")
-        rows, problem = _inline_rows(items, model)
+        rows, problem = _inline_rows(items, model, endpoint)
         if problem:
             return gemini_wire.invalid(problem)
     now, cfg = ctx.now(), ctx.config
@@ -251,6 +280,7 @@ def _create(ctx: Context, body: Any, model: str) -> Response:
                 total=len(rows),
                 input_file_id=file_name if isinstance(file_name, str) else None,
                 model=model,
+                endpoint=endpoint,
                 metadata={"displayName": str(batch.get("displayName") or "")},
             )
         )

@@ -64,7 +64,9 @@ def result_item(row: Any, with_key: bool) -> dict[str, Any]:
     outcome = _OUTCOME.validate_json(row.outcome)
     params = json.loads(row.params)
     item: dict[str, Any]
-    if isinstance(outcome, Succeeded):
+    if isinstance(outcome, Succeeded) and params.get("endpoint") == "embeddings":
+        item = {"response": {"embedding": {"values": outcome.parsed}, "tokenCount": outcome.usage.input_tokens}}
+    elif isinstance(outcome, Succeeded):
         item = {"response": gemini_wire.response(outcome, params.get("model", ""), row.response_id or new_id("r"))}
     elif isinstance(outcome, Errored):
         item = {"error": gemini_wire.status_of(outcome)}

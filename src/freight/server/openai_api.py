@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,8 +12,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from freight.domain import BatchState, Errored, ErrorKind, Request, Succeeded
-from freight.server import openai_wire
+from freight.domain import BatchState, Errored, ErrorKind, Expired, Request, Succeeded
+from freight.server import openai_endpoints, openai_wire
 from freight.server.batch_rows import get_batch, insert_requests, list_page
 from freight.server.context import Context
 from freight.server.counting import count
@@ -21,10 +21,10 @@ from freight.server.openai_files import get_file, iter_lines, write_results_file
 from freight.server.processor import request_cancel, set_state
 from freight.server.responses import dumps, openai_error
 from freight.server.store import Store, batches, requests
-from freight.server.wire import WireError, new_id, unix
+from freight.server.wire import Answerer, WireError, new_id, unix
 
 MAX_REQUESTS = 50_000
-ENDPOINTS = ("/v1/chat/completions",)
+ENDPOINTS = openai_endpoints.OPENAI_ENDPOINTS
 MAX_ERRORS = 100  # a failed batch lists at most this many errors
 _STATUS = {
     BatchState.SUBMITTED: "validating",
@@ -51,6 +51,11 @@ class OpenAIDialect:
 
     def to_request(self, params: Any, custom_id: str) -> Request:
         return openai_wire.to_request(params, custom_id)
+
+    def answer(
+        self, answerer: Answerer, params: Any, endpoint: str | None, custom_id: str, key: tuple[object, ...], now: float
+    ) -> Succeeded | Errored | Expired:
+        return openai_endpoints.answer(answerer, openai_endpoints.kind_of(endpoint), params, custom_id, key, now)
 
     def load(self, batch: sa.RowMapping, now: float) -> bool:
         """Validate the input file line by line, storing its requests; a bad file fails the batch with its errors."""
@@ -195,22 +200,26 @@ def routes(
     ctx: Context,
     dialect: str = "openai",
     prefix: str = "/v1",
-    chat_path: str | None = None,
+    sync_prefix: str | None = None,
     endpoints: tuple[str, ...] = ENDPOINTS,
 ) -> list[Route]:
-    """The routes under `prefix`, their batches kept under `dialect` (Azure mounts these same handlers twice)."""
+    """The routes under `prefix`, their batches kept under `dialect` (Azure mounts these same handlers twice, its
+    synchronous endpoints under `sync_prefix`, /openai/deployments/{deployment})."""
 
-    async def chat(request: HttpRequest) -> Response:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return openai_error(400, "We could not parse the JSON body of your request.")
-        if isinstance(body, dict) and body.get("stream"):
-            return openai_error(400, "freight serve does not stream; omit stream", param="stream")
-        if isinstance(body, dict) and "deployment" in request.path_params:
-            # Azure: the deployment in the path is the model, whatever the body says.
-            body["model"] = request.path_params["deployment"]
-        return await run_in_threadpool(_sync_chat, ctx, body, dialect)
+    def sync(kind: str) -> Callable[[HttpRequest], Awaitable[Response]]:
+        async def handle(request: HttpRequest) -> Response:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                return openai_error(400, "We could not parse the JSON body of your request.")
+            if isinstance(body, dict) and body.get("stream"):
+                return openai_error(400, "freight serve does not stream; omit stream", param="stream")
+            if isinstance(body, dict) and "deployment" in request.path_params:
+                # Azure: the deployment in the path is the model, whatever the body says.
+                body["model"] = request.path_params["deployment"]
+            return await run_in_threadpool(_sync, ctx, body, dialect, kind)
+
+        return handle
 
     async def input_tokens(request: HttpRequest) -> Response:
         try:
@@ -259,8 +268,13 @@ def routes(
         return await run_in_threadpool(_cancel, ctx, request.path_params["batch_id"], dialect)
 
     return [
-        Route(chat_path or f"{prefix}/chat/completions", chat, methods=["POST"]),
         Route(f"{prefix}/responses/input_tokens", input_tokens, methods=["POST"]),
+        *(
+            Route(f"{sync_prefix or prefix}{path}", sync(kind), methods=["POST"])
+            for path, kind in openai_endpoints.KINDS.items()
+        ),
+        # AzureOpenAI sends Responses to /openai/responses: that API is not under a deployment (the body names it).
+        *([Route(f"{prefix}/responses", sync(openai_endpoints.RESPONSES), methods=["POST"])] if sync_prefix else []),
         Route(f"{prefix}/batches", create, methods=["POST"]),
         Route(f"{prefix}/batches", list_batches, methods=["GET"]),
         Route(f"{prefix}/batches/{{batch_id}}", retrieve, methods=["GET"]),
@@ -272,17 +286,16 @@ def _not_found(batch_id: str) -> Response:
     return openai_error(404, f"No such Batch object: {batch_id}", param="id")
 
 
-def _sync_chat(ctx: Context, body: Any, dialect: str) -> Response:
+def _sync(ctx: Context, body: Any, dialect: str, kind: str) -> Response:
+    now = ctx.now()
     try:
-        request = openai_wire.to_request(body)
+        outcome = openai_endpoints.answer(ctx.answerer, kind, body, "sync", ("sync", ctx.tick()), now, in_batch=False)
     except WireError as exc:
         return openai_error(400, exc.message, param=exc.param)
-    now = ctx.now()
     with ctx.store.write() as conn:
         ctx.store.record(conn, dialect, None, [None], now)
-    outcome = ctx.answerer.answer(request, ("sync", ctx.tick()), now, in_batch=False)
     if isinstance(outcome, Succeeded):
-        return JSONResponse(openai_wire.completion(outcome, request.model, new_id("chatcmpl-"), int(now)))
+        return JSONResponse(openai_endpoints.render(kind, outcome, body, new_id("chatcmpl-"), int(now)))
     assert isinstance(outcome, Errored)
     status, err = openai_wire.error_of(outcome)
     headers = {"retry-after": "1"} if outcome.kind is ErrorKind.RATE_LIMITED else None

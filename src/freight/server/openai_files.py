@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from freight.domain import Errored, Outcome, Succeeded
-from freight.server import openai_wire
+from freight.server import openai_endpoints, openai_wire
 from freight.server.batch_rows import result_rows
 from freight.server.context import Context
 from freight.server.faults import FaultSpec
@@ -179,7 +179,7 @@ def write_results_files(conn: sa.Connection, store: Store, batch: sa.RowMapping,
     for kind in ("output", "error"):
         file_id, size, n, buf = new_id("file-"), 0, 0, bytearray()
         for row in result_rows(store, batch["id"], conn=conn):
-            line = _output_line(row, kind, batch["id"])
+            line = _output_line(row, kind, batch["id"], openai_endpoints.kind_of(batch["endpoint"]))
             if line is None:
                 continue
             buf += (line + "\n").encode()
@@ -206,15 +206,15 @@ def write_results_files(conn: sa.Connection, store: Store, batch: sa.RowMapping,
     return written
 
 
-def _output_line(row: Any, kind: str, batch_id: str) -> str | None:
+def _output_line(row: Any, kind: str, batch_id: str, endpoint: str) -> str | None:
     outcome = _OUTCOME.validate_json(row.outcome)
     request_id = "req_" + (row.response_id or new_id(""))[-24:]
     line_id = f"batch_req_{batch_id[-8:]}{row.idx:08d}"
     if isinstance(outcome, Succeeded):
         if kind != "output":
             return None
-        model = str(json.loads(row.params).get("model", ""))
-        body = openai_wire.completion(outcome, model, row.response_id, unix(row.finished_at) or 0)
+        params = json.loads(row.params)
+        body = openai_endpoints.render(endpoint, outcome, params, row.response_id, unix(row.finished_at) or 0)
         response: dict[str, Any] | None = {"status_code": 200, "request_id": request_id, "body": body}
         return dumps({"id": line_id, "custom_id": row.custom_id, "response": response, "error": None})
     if kind != "error":

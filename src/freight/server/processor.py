@@ -33,6 +33,8 @@ from freight.server.config import ServerConfig
 from freight.server.store import Store, batches, requests
 from freight.server.wire import Answerer, WireError, new_id
 
+Answer = Succeeded | Errored | Expired
+
 log = logging.getLogger("freight.server")
 
 ACTIVE = (BatchState.SUBMITTED, BatchState.IN_PROGRESS, BatchState.FINALIZING, BatchState.CANCELING)
@@ -56,6 +58,13 @@ class Dialect(Protocol):
     response_prefix: str
 
     def to_request(self, params: Any, custom_id: str) -> Request: ...
+
+    def answer(
+        self, answerer: Answerer, params: Any, endpoint: str | None, custom_id: str, key: tuple[object, ...], now: float
+    ) -> Answer:
+        """One request of a batch answered: `to_request` then the answerer, or the endpoint's own engine (OpenAI's
+        embeddings, moderations). Raises WireError for a body the service would refuse."""
+        ...
 
     def load(self, batch: sa.RowMapping, now: float) -> bool:
         """Make the batch's requests ready (validate an input file ...). False when the batch failed validation."""
@@ -274,23 +283,23 @@ class Processor:
         self._dialect_by_batch[batch["id"]] = batch["dialect"]
         for row in rows:
             self._inflight[batch["id"]] += 1
-            fut = self._pool.submit(self._work, dialect, batch["id"], row.idx, row.custom_id, row.params)
+            fut = self._pool.submit(
+                self._work, dialect, batch["id"], batch["endpoint"], row.idx, row.custom_id, row.params
+            )
             fut.add_done_callback(lambda _f: self._wake.set())
             self._futures.append(fut)
         return bool(rows)
 
     def _work(
-        self, dialect: Dialect, batch_id: str, idx: int, custom_id: str, params: str
+        self, dialect: Dialect, batch_id: str, endpoint: str | None, idx: int, custom_id: str, params: str
     ) -> tuple[str, int, Succeeded | Errored | Expired, float]:
         time.sleep(self.config.real(self.config.timings.per_request))
-        try:
-            # The engine needs a custom_id in the domain's strict alphabet; OpenAI's may be any string.
-            request = dialect.to_request(json.loads(params), f"r{idx}")
-        except WireError as exc:
-            return batch_id, idx, Errored(kind=ErrorKind.INVALID_REQUEST, message=exc.message), time.time()
         now = time.time()
         try:
-            outcome = self.answerer.answer(request, (batch_id, custom_id), now)
+            # The engine needs a custom_id in the domain's strict alphabet; OpenAI's may be any string.
+            outcome = dialect.answer(self.answerer, json.loads(params), endpoint, f"r{idx}", (batch_id, custom_id), now)
+        except WireError as exc:
+            outcome = Errored(kind=ErrorKind.INVALID_REQUEST, message=exc.message)
         except Exception as exc:  # an engine that breaks answers like a service's internal error, never a hang
             log.exception("the engine failed on %s/%s", batch_id, custom_id)
             outcome = Errored(kind=ErrorKind.SERVER_ERROR, message=f"engine failure: {type(exc).__name__}")

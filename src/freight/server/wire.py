@@ -47,12 +47,26 @@ class Answerer:
     def answer(
         self, request: Request, fault_key: tuple[object, ...], now: float, in_batch: bool = True
     ) -> Succeeded | Errored | Expired:
-        found = faults.find_markers(request.prompt_text())
+        plan, planted = self._plan(request.prompt_text(), fault_key, now, in_batch)
+        if planted is not None:
+            return planted
+        return faults.reshape(self.engine.complete(request), plan, request.max_tokens)
+
+    def planted(
+        self, text: str, fault_key: tuple[object, ...], now: float, in_batch: bool = True
+    ) -> Errored | Expired | None:
+        """The planted fault (error or expiry) for a request that no chat engine answers (an embedding), if any."""
+        return self._plan(text, fault_key, now, in_batch)[1]
+
+    def _plan(
+        self, text: str, fault_key: tuple[object, ...], now: float, in_batch: bool
+    ) -> tuple[faults.Plan, Errored | Expired | None]:
+        found = faults.find_markers(text)
         fresh = self.store.claim_markers([m.text for m in found if not m.always], now)
         active = [m for m in found if m.always or m.text in fresh]
         plan = faults.plan_for(active, faults.random_error(self.spec, *fault_key))
         if plan.expire and in_batch:
-            return Expired()
+            return plan, Expired()
         if plan.error is not None:
-            return faults.planted_error(plan.error)
-        return faults.reshape(self.engine.complete(request), plan, request.max_tokens)
+            return plan, faults.planted_error(plan.error)
+        return plan, None
