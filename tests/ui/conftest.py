@@ -56,9 +56,10 @@ def finished_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RanJob]:
     corpus = write_corpus(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
-        with LocalServer(root / "serve.db", time_scale=0.0002, api_key=FAKE_KEY) as srv, Store(
-            str(root / "f.db")
-        ) as store:
+        with (
+            LocalServer(root / "serve.db", time_scale=0.0002, api_key=FAKE_KEY) as srv,
+            Store(str(root / "f.db")) as store,
+        ):
             runner = run_job(store, srv, corpus)
             runner.run()
             yield RanJob(str(root / "f.db"), runner.job_id)

@@ -13,7 +13,9 @@ from freight.store import Store
 from .conftest import FAKE_KEY, RanJob, serving
 
 
-def test_the_jobs_page_shows_the_job_its_progress_first_pass_and_cost(page: Any, ui_url: str, finished_job: RanJob) -> None:
+def test_the_jobs_page_shows_the_job_its_progress_first_pass_and_cost(
+    page: Any, ui_url: str, finished_job: RanJob
+) -> None:
     page.goto(ui_url + "/")
     row = page.locator(f'tr[data-job="{finished_job.job_id}"]')
     assert row.locator('[data-live="state"]').inner_text() == "completed"
@@ -29,8 +31,9 @@ def test_the_jobs_page_shows_the_job_its_progress_first_pass_and_cost(page: Any,
     assert page.locator("tr[data-job]").count() == 0 and "No job in state running" in page.inner_text("main")
 
 
-def test_a_job_page_shows_batches_failures_by_reason_and_what_each_fix_achieved(page: Any, ui_url: str,
-                                                                                 finished_job: RanJob) -> None:  # fmt: skip
+def test_a_job_page_shows_batches_failures_by_reason_and_what_each_fix_achieved(
+    page: Any, ui_url: str, finished_job: RanJob
+) -> None:
     page.goto(ui_url + "/")
     page.locator(f'tr[data-job="{finished_job.job_id}"] a.job-link').click()
     page.wait_for_url(re.compile(f"/jobs/{finished_job.job_id}$"))
@@ -48,8 +51,9 @@ def test_a_job_page_shows_batches_failures_by_reason_and_what_each_fix_achieved(
     assert page.locator('tr[data-fix="chunk"]').count() == 1 and page.locator('tr[data-fix="first_pass"]').count() == 1
 
 
-def test_following_a_chunked_document_shows_each_part_and_the_merged_output(page: Any, ui_url: str,
-                                                                             finished_job: RanJob) -> None:  # fmt: skip
+def test_following_a_chunked_document_shows_each_part_and_the_merged_output(
+    page: Any, ui_url: str, finished_job: RanJob
+) -> None:
     page.goto(f"{ui_url}/jobs/{finished_job.job_id}")
     page.locator("a.doc-link", has_text="too-long").click()
     assert page.locator("#doc-state").inner_text() == "succeeded"
@@ -58,16 +62,18 @@ def test_following_a_chunked_document_shows_each_part_and_the_merged_output(page
     assert "context_overflow" in first.locator(".problem").first.inner_text()
     parts = first.locator(":scope > ul.tree > li.step")
     labels = [parts.nth(i).locator(".fix").first.inner_text() for i in range(parts.count())]
-    assert len(labels) >= 2 and all(re.fullmatch(rf"chunk · part {i + 1} of {len(labels)}", x)
-                                    for i, x in enumerate(labels)), labels  # fmt: skip
+    assert len(labels) >= 2 and all(
+        re.fullmatch(rf"chunk · part {i + 1} of {len(labels)}", x) for i, x in enumerate(labels)
+    ), labels
     # The request each part sent is its own slice of the document; the merged output is shown at the end.
     parts.nth(1).locator(":scope > details > summary", has_text="request sent").click()
     assert "Section" in parts.nth(1).locator(":scope > details > pre").first.inner_text()
     assert '"vendor"' in page.locator("#output").inner_text()
 
 
-def test_following_a_reask_shows_the_validation_message_at_each_step(page: Any, ui_url: str,
-                                                                      finished_job: RanJob) -> None:  # fmt: skip
+def test_following_a_reask_shows_the_validation_message_at_each_step(
+    page: Any, ui_url: str, finished_job: RanJob
+) -> None:
     page.goto(f"{ui_url}/jobs/{finished_job.job_id}")
     # From the failures grouped by reason, to the document that failed validation for good.
     page.locator("ul.groups a", has_text="always-bad-json").first.click()
@@ -91,10 +97,16 @@ def test_following_a_reask_shows_the_validation_message_at_each_step(page: Any, 
 
 def _every_page(base: str, job_id: str, item_ids: list[str]) -> list[str]:
     return [
-        f"{base}/", f"{base}/?state=completed", f"{base}/jobs/{job_id}", f"{base}/jobs/{job_id}?state=failed",
-        f"{base}/jobs/{job_id}/cancel", f"{base}/jobs/{job_id}/resume", f"{base}/jobs/{job_id}/charts",
-        f"{base}/api/jobs", *(f"{base}/jobs/{job_id}/documents/{i}" for i in item_ids),
-    ]  # fmt: skip
+        f"{base}/",
+        f"{base}/?state=completed",
+        f"{base}/jobs/{job_id}",
+        f"{base}/jobs/{job_id}?state=failed",
+        f"{base}/jobs/{job_id}/cancel",
+        f"{base}/jobs/{job_id}/resume",
+        f"{base}/jobs/{job_id}/charts",
+        f"{base}/api/jobs",
+        *(f"{base}/jobs/{job_id}/documents/{i}" for i in item_ids),
+    ]
 
 
 def test_no_page_shows_the_key_the_run_had(page: Any, ui_url: str, finished_job: RanJob) -> None:
@@ -108,8 +120,9 @@ def test_no_page_shows_the_key_the_run_had(page: Any, ui_url: str, finished_job:
         assert FAKE_KEY[:20] not in page.inner_text("body"), url
 
 
-def test_a_key_that_leaked_into_the_store_is_redacted_on_the_page(finished_job: RanJob, tmp_path: Any,
-                                                                  monkeypatch: Any) -> None:  # fmt: skip
+def test_a_key_that_leaked_into_the_store_is_redacted_on_the_page(
+    finished_job: RanJob, tmp_path: Any, monkeypatch: Any
+) -> None:
     """A provider's error message that echoed the key: the note is shown, the key is not."""
     import os
     import shutil

@@ -30,8 +30,10 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8788, help="Port to listen on."),
         host: str = typer.Option("127.0.0.1", help="Address to bind; loopback by default. Any other needs a token."),
         token: str | None = typer.Option(
-            None, envvar=TOKEN_ENV, help="The token a browser must present when the host is not loopback "
-            "(default: a random one, printed in the address)."
+            None,
+            envvar=TOKEN_ENV,
+            help="The token a browser must present when the host is not loopback "
+            "(default: a random one, printed in the address).",
         ),
     ) -> None:
         """Open a web dashboard over the store: jobs, batches, failures, fixes, cost, every document's lineage."""

@@ -73,15 +73,25 @@ def lineage(conn: sa.Connection, job_id: str, item_id: str, schema: dict[str, An
     ).mappings().first()  # fmt: skip
     if item is None:
         return None
-    rows = conn.execute(
-        sa.select(requests, outcomes.c.payload.label("outcome"), outcomes.c.status.label("status"),
-                  outcomes.c.cost_usd, batches.c.provider_batch_id)  # fmt: skip
-        .outerjoin(outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id,
-                                     outcomes.c.custom_id == requests.c.custom_id))  # fmt: skip
-        .outerjoin(batches, batches.c.id == requests.c.batch_id)
-        .where(requests.c.job_id == job_id, requests.c.item_id == item_id)
-        .order_by(requests.c.created_at, requests.c.custom_id)
-    ).mappings().all()
+    rows = (
+        conn.execute(
+            sa.select(
+                requests,
+                outcomes.c.payload.label("outcome"),
+                outcomes.c.status.label("status"),
+                outcomes.c.cost_usd,
+                batches.c.provider_batch_id,
+            )  # fmt: skip
+            .outerjoin(
+                outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
+            )  # fmt: skip
+            .outerjoin(batches, batches.c.id == requests.c.batch_id)
+            .where(requests.c.job_id == job_id, requests.c.item_id == item_id)
+            .order_by(requests.c.created_at, requests.c.custom_id)
+        )
+        .mappings()
+        .all()
+    )
     parents = {r["parent_custom_id"] for r in rows if r["parent_custom_id"]}
     steps: dict[str, Step] = {}
     for r in rows:

@@ -242,8 +242,10 @@ def results_over_time(conn: sa.Connection, job_id: str, buckets: int = 60) -> di
         return {"start": None, "width": 0.0, "series": {}, "buckets": 0}
     lo, hi = float(lo), float(hi)
     width = max((hi - lo) / buckets, 0.001)
-    index = sa.func.floor((epoch - lo) / width) if conn.dialect.name == "postgresql" else sa.cast(
-        (epoch - lo) / width, sa.Integer
+    index = (
+        sa.func.floor((epoch - lo) / width)
+        if conn.dialect.name == "postgresql"
+        else sa.cast((epoch - lo) / width, sa.Integer)
     )
     rows = conn.execute(
         sa.select(index.label("b"), outcomes.c.status, sa.func.count())
@@ -285,8 +287,9 @@ def failures(conn: sa.Connection, job_id: str, examples: int = 3) -> dict[str, l
     ).all():
         ex = conn.execute(
             sa.select(requests.c.item_id, requests.c.custom_id)
-            .join(outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id,
-                                    outcomes.c.custom_id == requests.c.custom_id))  # fmt: skip
+            .join(
+                outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
+            )  # fmt: skip
             .where(requests.c.job_id == job_id, outcomes.c.status != "succeeded", reason_col == reason)
             .limit(examples)
         ).all()
@@ -308,8 +311,9 @@ def fixes(conn: sa.Connection, job_id: str) -> list[dict[str, Any]]:
             sa.func.coalesce(sa.func.sum(outcomes.c.cost_usd), 0.0).label("cost_usd"),
         )
         .select_from(requests)
-        .outerjoin(outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id,
-                                     outcomes.c.custom_id == requests.c.custom_id))  # fmt: skip
+        .outerjoin(
+            outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
+        )  # fmt: skip
         .outerjoin(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
         .where(requests.c.job_id == job_id)
         .group_by(fix)
