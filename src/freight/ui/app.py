@@ -148,7 +148,7 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000) -> Fas
                 timeline=batch_timeline(batch_rows, now),
                 chart=results_chart(q.results_over_time(conn, job_id)),
                 failures=q.failures(conn, job_id),
-                fixes=q.fixes(conn, job_id),
+                fixes=q.fixes(conn, job_id, summary.first_pass),
                 gates=gates,
                 notes=notes,
                 attention=q.attention(summary, batch_rows, gates, notes, now),

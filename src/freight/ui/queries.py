@@ -130,8 +130,10 @@ def job_summaries(
         .group_by(items.c.job_id, items.c.state)
     ).all():
         out[job_id].counts[st] = int(n)
-    for job_id, n in conn.execute(_first_pass(ids)).all():
-        out[job_id].first_pass = int(n)
+    for s in out.values():
+        s.first_pass = s.counts.get("succeeded", 0)
+    for job_id, n in conn.execute(_retried_successes(ids)).all():
+        out[job_id].first_pass -= int(n)
     for job_id, paid, sync in conn.execute(
         sa.select(outcomes.c.job_id, sa.func.sum(outcomes.c.cost_usd), sa.func.sum(outcomes.c.sync_cost_usd))
         .where(outcomes.c.job_id.in_(ids))
@@ -158,20 +160,20 @@ def job_summaries(
     return list(out.values())
 
 
-def _first_pass(ids: list[str]) -> sa.Select[Any]:
-    """Per job: documents that succeeded with exactly one request (as results.jsonl's `first_pass`)."""
-    one = (
+def _retried_successes(ids: list[str]) -> sa.Select[Any]:
+    """Per job: succeeded documents that needed more than one request (a retry or a chunk: a request with a parent).
+    The first-pass count is the succeeded count less these; retries are few, so this never groups every request."""
+    again = (
         sa.select(requests.c.job_id, requests.c.item_id)
-        .where(requests.c.job_id.in_(ids))
-        .group_by(requests.c.job_id, requests.c.item_id)
-        .having(sa.func.count() == 1)
+        .where(requests.c.job_id.in_(ids), requests.c.parent_custom_id.is_not(None))
+        .distinct()
         .subquery()
     )
     return (
-        sa.select(one.c.job_id, sa.func.count())
-        .join(items, sa.and_(items.c.job_id == one.c.job_id, items.c.item_id == one.c.item_id))
+        sa.select(again.c.job_id, sa.func.count())
+        .join(items, sa.and_(items.c.job_id == again.c.job_id, items.c.item_id == again.c.item_id))
         .where(items.c.state == "succeeded")
-        .group_by(one.c.job_id)
+        .group_by(again.c.job_id)
     )
 
 
@@ -298,29 +300,36 @@ def failures(conn: sa.Connection, job_id: str, examples: int = 3) -> dict[str, l
     return {"documents": final, "attempts": attempts}
 
 
-def fixes(conn: sa.Connection, job_id: str) -> list[dict[str, Any]]:
-    """Per fix ("first_pass" for the first requests): requests made, documents touched, how many of those ended
-    succeeded, and what its requests cost. One grouped query."""
+def fixes(conn: sa.Connection, job_id: str, first_pass: int) -> list[dict[str, Any]]:
+    """Per fix ("first_pass" for the first requests): requests made, what they cost, documents touched and how many
+    of those ended succeeded (for the first requests: succeeded on that first try, `first_pass`). Two grouped
+    queries: the cost over every request, the documents only over the retries (few)."""
     fix = sa.func.coalesce(requests.c.fix, "first_pass")
-    rows = conn.execute(
+    on_outcome = sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
+    rows: dict[str, dict[str, Any]] = {
+        name: {"fix": name, "requests": int(n), "cost_usd": float(cost or 0.0), "documents": int(n), "saved": 0}
+        for name, n, cost in conn.execute(
+            sa.select(fix, sa.func.count(), sa.func.sum(outcomes.c.cost_usd))
+            .select_from(requests)
+            .outerjoin(outcomes, on_outcome)
+            .where(requests.c.job_id == job_id)
+            .group_by(fix)
+        ).all()
+    }
+    if "first_pass" in rows:
+        rows["first_pass"]["saved"] = first_pass
+    for name, docs, saved in conn.execute(
         sa.select(
-            fix.label("fix"),
-            sa.func.count().label("requests"),
-            sa.func.count(sa.distinct(requests.c.item_id)).label("documents"),
-            sa.func.count(sa.distinct(sa.case((items.c.state == "succeeded", requests.c.item_id)))).label("saved"),
-            sa.func.coalesce(sa.func.sum(outcomes.c.cost_usd), 0.0).label("cost_usd"),
+            requests.c.fix,
+            sa.func.count(sa.distinct(requests.c.item_id)),
+            sa.func.count(sa.distinct(sa.case((items.c.state == "succeeded", requests.c.item_id)))),
         )
-        .select_from(requests)
-        .outerjoin(
-            outcomes, sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
-        )  # fmt: skip
-        .outerjoin(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
-        .where(requests.c.job_id == job_id)
-        .group_by(fix)
-    ).mappings()
-    out = [dict(r) for r in rows]
-    out.sort(key=lambda r: (r["fix"] != "first_pass", r["fix"]))
-    return out
+        .join(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
+        .where(requests.c.job_id == job_id, requests.c.fix.is_not(None))
+        .group_by(requests.c.fix)
+    ).all():
+        rows[name].update(documents=int(docs), saved=int(saved))
+    return sorted(rows.values(), key=lambda r: (r["fix"] != "first_pass", r["fix"]))
 
 
 def gate_reports(conn: sa.Connection, job_id: str) -> list[dict[str, Any]]:
