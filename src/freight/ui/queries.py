@@ -161,11 +161,12 @@ def job_summaries(
 
 
 def _retried_successes(ids: list[str]) -> sa.Select[Any]:
-    """Per job: succeeded documents that needed more than one request (a retry or a chunk: a request with a parent).
-    The first-pass count is the succeeded count less these; retries are few, so this never groups every request."""
+    """Per job: succeeded documents that needed more than one request (a retry or a chunk: a request made by a fix).
+    The first-pass count is the succeeded count less these; retries are few, and read from the (job_id, fix) index,
+    so this never groups every request."""
     again = (
         sa.select(requests.c.job_id, requests.c.item_id)
-        .where(requests.c.job_id.in_(ids), requests.c.parent_custom_id.is_not(None))
+        .where(requests.c.job_id.in_(ids), requests.c.fix.is_not(None))
         .distinct()
         .subquery()
     )
@@ -302,34 +303,35 @@ def failures(conn: sa.Connection, job_id: str, examples: int = 3) -> dict[str, l
 
 def fixes(conn: sa.Connection, job_id: str, first_pass: int) -> list[dict[str, Any]]:
     """Per fix ("first_pass" for the first requests): requests made, what they cost, documents touched and how many
-    of those ended succeeded (for the first requests: succeeded on that first try, `first_pass`). Two grouped
-    queries: the cost over every request, the documents only over the retries (few)."""
-    fix = sa.func.coalesce(requests.c.fix, "first_pass")
+    of those ended succeeded (for the first requests: succeeded on that first try, `first_pass`). The retries are
+    few and read through the (job_id, fix) index; the first requests' figures are the job's totals less theirs."""
     on_outcome = sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id)
-    rows: dict[str, dict[str, Any]] = {
-        name: {"fix": name, "requests": int(n), "cost_usd": float(cost or 0.0), "documents": int(n), "saved": 0}
-        for name, n, cost in conn.execute(
-            sa.select(fix, sa.func.count(), sa.func.sum(outcomes.c.cost_usd))
-            .select_from(requests)
+    rows = [
+        {"fix": name, "requests": int(n), "documents": int(docs), "saved": int(saved), "cost_usd": float(cost or 0)}
+        for name, n, docs, saved, cost in conn.execute(
+            sa.select(
+                requests.c.fix,
+                sa.func.count(),
+                sa.func.count(sa.distinct(requests.c.item_id)),
+                sa.func.count(sa.distinct(sa.case((items.c.state == "succeeded", requests.c.item_id)))),
+                sa.func.sum(outcomes.c.cost_usd),
+            )
+            .join(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
             .outerjoin(outcomes, on_outcome)
-            .where(requests.c.job_id == job_id)
-            .group_by(fix)
+            .where(requests.c.job_id == job_id, requests.c.fix.is_not(None))
+            .group_by(requests.c.fix)
+            .order_by(requests.c.fix)
         ).all()
-    }
-    if "first_pass" in rows:
-        rows["first_pass"]["saved"] = first_pass
-    for name, docs, saved in conn.execute(
-        sa.select(
-            requests.c.fix,
-            sa.func.count(sa.distinct(requests.c.item_id)),
-            sa.func.count(sa.distinct(sa.case((items.c.state == "succeeded", requests.c.item_id)))),
-        )
-        .join(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
-        .where(requests.c.job_id == job_id, requests.c.fix.is_not(None))
-        .group_by(requests.c.fix)
-    ).all():
-        rows[name].update(documents=int(docs), saved=int(saved))
-    return sorted(rows.values(), key=lambda r: (r["fix"] != "first_pass", r["fix"]))
+    ]
+    first = conn.execute(
+        sa.select(sa.func.count()).where(requests.c.job_id == job_id, requests.c.fix.is_(None))
+    ).scalar_one()
+    total = conn.execute(sa.select(sa.func.sum(outcomes.c.cost_usd)).where(outcomes.c.job_id == job_id)).scalar()
+    if first:
+        spent = float(total or 0.0) - sum(r["cost_usd"] for r in rows)
+        rows.insert(0, {"fix": "first_pass", "requests": int(first), "documents": int(first), "saved": first_pass,
+                        "cost_usd": round(spent, 6)})  # fmt: skip
+    return rows
 
 
 def gate_reports(conn: sa.Connection, job_id: str) -> list[dict[str, Any]]:
