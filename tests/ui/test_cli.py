@@ -1,0 +1,83 @@
+"""`freight ui` as a user starts it: loopback without a token, anything else behind one; a store it cannot open is a
+clear error with exit 2 and no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from freight.cli import app
+from freight.cli.ui import loopback
+from freight.server.testing import free_port
+from freight.store import Store
+
+from .conftest import serving
+
+
+def test_only_loopback_addresses_go_without_a_token() -> None:
+    assert all(loopback(h) for h in ("127.0.0.1", "::1", "localhost", "127.0.0.2"))
+    assert not any(loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
+
+
+def test_a_token_is_asked_for_then_kept_in_a_cookie(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    Store(db).close()
+    with serving(db, token="tok-1234567890") as base, httpx.Client(base_url=base, timeout=30) as client:
+        refused = client.get("/")
+        assert refused.status_code == 401 and "a token is required" in refused.text
+        assert client.get("/?token=wrong").status_code == 401
+        assert client.get("/?token=tok-1234567890").status_code == 200  # sets the cookie
+        assert client.get("/api/jobs").status_code == 200
+        assert httpx.get(f"{base}/api/jobs", headers={"authorization": "Bearer tok-1234567890"}).status_code == 200
+        assert httpx.get(f"{base}/static/live.js").status_code == 401
+
+
+def test_exposed_it_prints_an_address_with_a_token_that_opens_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FREIGHT_UI_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "freight", "ui", "--db", db, "--host", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"freight ui: http://0.0.0.0:{port}/?token="), line
+        token = line.split("?token=")[1].split()[0]
+        assert len(token) >= 24
+        # The address is printed before uvicorn listens: the page answers once it does (bounded wait on a connection).
+        for _ in range(600):  # up to a minute on a loaded machine
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.ConnectError:
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stderr.read() if proc.stderr else "exited") from None
+                time.sleep(0.1)
+        assert r.status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/?token={token}", timeout=30).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_store_that_cannot_be_opened_is_a_clear_error() -> None:
+    result = CliRunner().invoke(app, ["ui", "--db", "postgresql://nobody@127.0.0.1:1/nothing"])
+    assert result.exit_code == 2
+    assert "cannot open the store" in result.stderr and "Traceback" not in result.output + result.stderr
+
+
+def test_an_unknown_job_or_document_is_a_404_page_that_says_so(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    Store(db).close()
+    with serving(db) as base:
+        r = httpx.get(f"{base}/jobs/job_nope", timeout=30)
+        assert r.status_code == 404 and "No job &#39;job_nope&#39; in this store." in r.text
