@@ -100,5 +100,9 @@ def results_chart(data: dict[str, Any]) -> Markup:
             )
     end = start + timedelta(seconds=data["width"] * n)
     parts.append(_axis(start, end, left, width, height - 4))
+    for k, status in enumerate(order):  # the legend, top right
+        x = WIDTH - 110 * (len(order) - k)
+        parts.append(f'<rect x="{x}" y="4" width="10" height="10" fill="{COLOURS.get(status, "#888")}"/>'
+                     f'<text x="{x + 14}" y="13" class="lbl">{escape(status)}</text>')  # fmt: skip
     parts.append("</svg>")
     return Markup("".join(parts))
