@@ -122,7 +122,7 @@ def test_resume_carries_a_stopped_job_on_to_its_end(page: Any, tmp_path: Path, m
             job = api.Job.open(options(docs, srv.base_url), store=store)
             store.set_job_state(job.job_id, JobState.RUNNING)
             store.set_job_state(job.job_id, JobState.STOPPED)  # as an error that could not heal leaves it
-        with serving(db, poll_ms=200) as base:
+        with serving(db, poll_ms=200, poll_interval=0.05) as base:
             page.goto(f"{base}/jobs/{job.job_id}")
             assert page.locator('[data-live="state"]').first.inner_text() == "stopped"
             page.get_by_role("link", name="Resume job…").click()

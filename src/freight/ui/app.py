@@ -75,9 +75,10 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000) -> FastAPI:
+def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_interval: float = 5.0) -> FastAPI:
     """The dashboard over the store at `db`. With `token`, every request must carry it (once as ?token=…, which
-    sets a cookie; or as a Bearer header)."""
+    sets a cookie; or as a Bearer header). `poll_ms`: how often the pages ask for new numbers; `poll_interval`: how
+    often a job resumed from the dashboard polls its provider (as `freight resume`)."""
     store = Store(db)  # opened once: migrations run here, then every page only reads
     secrets = Secrets((token or "",))
     env = Environment(loader=PackageLoader("freight.ui", "templates"), autoescape=select_autoescape(["html"]))
@@ -194,7 +195,7 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000) -> Fas
                 if kind == "cancel":
                     api.cancel(job_id, db=db, wait=True)
                 else:
-                    api.resume(job_id, db=db)
+                    api.resume(job_id, db=db, poll_interval=poll_interval)
             except FreightError as exc:
                 actions[job_id].error = secrets.scrub(str(exc))
             except Exception as exc:  # noqa: BLE001 - shown on the job's page, never a traceback
