@@ -171,7 +171,7 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_i
     @app.get("/jobs/{job_id}/documents/{item_id:path}", response_class=HTMLResponse)
     def document_page(job_id: str, item_id: str) -> HTMLResponse:
         with read() as conn:
-            summary = q.job_summary(conn, job_id)
+            summary = q.job_head(conn, job_id)
             if summary is None:
                 return missing(job_id)
             schema = q.job_config(conn, job_id).get("schema")

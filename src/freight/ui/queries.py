@@ -178,6 +178,20 @@ def _retried_successes(ids: list[str]) -> sa.Select[Any]:
     )
 
 
+def job_head(conn: sa.Connection, job_id: str) -> JobSummary | None:
+    """The job's row alone, without its counts or costs (for a document's page: no aggregate over the job); its
+    cost reads None when a request had no price."""
+    r = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    if r is None:
+        return None
+    unpriced = conn.execute(
+        sa.select(events.c.id).where(events.c.job_id == job_id, events.c.kind == "cost.unpriced").limit(1)
+    ).first()
+    return JobSummary(job_id=r["job_id"], name=r["name"], state=r["state"], provider=r["provider"], model=r["model"],
+                      endpoint=_endpoint(r["config"]), created_at=aware(r["created_at"]),
+                      updated_at=aware(r["updated_at"]), cost_usd=None if unpriced else 0.0)  # fmt: skip
+
+
 def job_summary(conn: sa.Connection, job_id: str) -> JobSummary | None:
     found = job_summaries(conn, job_ids=[job_id])
     return found[0] if found else None

@@ -1,5 +1,6 @@
 // Live numbers without a reload: poll the page's JSON endpoint, write each value into the elements that show it
-// ([data-job=ID] [data-live=KEY]), and swap the charts in when results arrive. Stops once every job shown is final.
+// ([data-job=ID] [data-live=KEY]), and swap the charts in when results arrive. Polls less often while nothing
+// changes; stops once every job shown is final.
 (function () {
   "use strict";
   var body = document.body;
@@ -9,6 +10,8 @@
   var chartsUrl = body.getAttribute("data-charts-url");
   var dot = document.getElementById("live-status");
   var lastDone = {};
+  var wait = every;  // doubles while nothing moves (a batch can take hours), back to `every` when something does
+  var lastSeen = "";
   var FINAL = ["completed", "canceled", "stopped"];
 
   function fmt(value, kind) {
@@ -45,8 +48,11 @@
       .then(function (data) {
         data.jobs.forEach(apply);
         if (dot) dot.className = "live-dot on";
+        var seen = JSON.stringify(data.jobs);
+        wait = seen === lastSeen ? Math.min(wait * 2, every * 8) : every;
+        lastSeen = seen;
         var running = data.jobs.some(function (j) { return FINAL.indexOf(j.state) < 0; });
-        if (running) setTimeout(tick, every);
+        if (running) setTimeout(tick, wait);
         else if (dot) dot.className = "live-dot";
       })
       .catch(function () { if (dot) dot.className = "live-dot err"; setTimeout(tick, every * 5); });
