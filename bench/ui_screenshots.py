@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import tempfile
 import threading
 import time
@@ -153,6 +154,7 @@ def main() -> None:
             browser.close()
         release.set()
         server.should_exit = True
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
