@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from freight.cli import app
 from freight.cli.ui import loopback
+from freight.domain import Job
 from freight.server.testing import free_port
 from freight.store import Store
 
@@ -81,3 +82,16 @@ def test_an_unknown_job_or_document_is_a_404_page_that_says_so(tmp_path: Path) -
     with serving(db) as base:
         r = httpx.get(f"{base}/jobs/job_nope", timeout=30)
         assert r.status_code == 404 and "No job &#39;job_nope&#39; in this store." in r.text
+
+
+def test_an_action_posted_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    """Another site can make a browser post to a loopback address; without the confirmation page's nonce nothing
+    happens."""
+    db = str(tmp_path / "f.db")
+    with Store(db) as store:
+        store.create_job(Job(job_id="job_x", provider="anthropic", model="m", config={}))
+    with serving(db) as base:
+        r = httpx.post(f"{base}/jobs/job_x/cancel", data={"confirm": "yes"}, timeout=30)
+        assert r.status_code == 403 and "did not come from this dashboard" in r.text
+    with Store(db) as store:
+        assert store.get_job("job_x").state.value == "created"  # type: ignore[union-attr]

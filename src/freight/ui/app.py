@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import re
+import secrets as secrets_module
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_i
     env = Environment(loader=PackageLoader("freight.ui", "templates"), autoescape=select_autoescape(["html"]))
     env.filters.update(money=money, pct=pct, when=when, pretty=pretty)
     actions: dict[str, Action] = {}
+    # Printed in each confirmation form and required by its POST: another site can make a browser post a form to
+    # this loopback address, but cannot read the confirmation page to learn this.
+    nonce = secrets_module.token_urlsafe(16)
     app = FastAPI(title="freight ui", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
@@ -210,14 +214,18 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_i
             summary = q.job_summary(conn, job_id)
         if summary is None or kind not in allowed:
             return missing(job_id)
-        return page("confirm.html", job=summary, kind=kind, possible=allowed[kind](summary.state))
+        return page("confirm.html", job=summary, kind=kind, possible=allowed[kind](summary.state), nonce=nonce)
 
     @app.post("/jobs/{job_id}/{kind}", response_model=None)
-    def act(job_id: str, kind: str, confirm: str = Form("")) -> Response:
+    def act(job_id: str, kind: str, confirm: str = Form(""), nonce_: str = Form("", alias="nonce")) -> Response:
         with read() as conn:
             summary = q.job_summary(conn, job_id)
         if summary is None or kind not in allowed:
             return missing(job_id)
+        if not hmac.compare_digest(nonce_.encode(), nonce.encode()):
+            return page(
+                "missing.html", 403, message="This confirmation did not come from this dashboard: open it again."
+            )
         running = actions.get(job_id)
         if confirm != "yes" or not allowed[kind](summary.state) or (running and running.thread.is_alive()):
             return page("confirm.html", 409, job=summary, kind=kind, possible=False)
