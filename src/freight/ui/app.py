@@ -30,6 +30,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from freight.domain import FreightError, JobState
 from freight.store import Store
+from freight.ui import breakdown as bd
 from freight.ui import queries as q
 from freight.ui.lineage import lineage
 from freight.ui.svg import batch_timeline, results_chart
@@ -142,21 +143,21 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_i
             summary = q.job_summary(conn, job_id)
             if summary is None:
                 return missing(job_id)
-            batch_rows, n_batches = q.job_batches(conn, job_id)
-            gates = q.gate_reports(conn, job_id)
-            notes = q.notes(conn, job_id)
+            batch_rows, n_batches = bd.job_batches(conn, job_id)
+            gates = bd.gate_reports(conn, job_id)
+            notes = bd.notes(conn, job_id)
             docs, next_after = q.documents(conn, job_id, state=state or None, after=after)
             ctx: dict[str, Any] = dict(
                 job=summary,
                 batches=batch_rows,
                 n_batches=n_batches,
                 timeline=batch_timeline(batch_rows, now),
-                chart=results_chart(q.results_over_time(conn, job_id)),
-                failures=q.failures(conn, job_id),
-                fixes=q.fixes(conn, job_id, summary.first_pass),
+                chart=results_chart(bd.results_over_time(conn, job_id)),
+                failures=bd.failures(conn, job_id),
+                fixes=bd.fixes(conn, job_id, summary.first_pass),
                 gates=gates,
                 notes=notes,
-                attention=q.attention(summary, batch_rows, gates, notes, now),
+                attention=bd.attention(summary, batch_rows, gates, notes, now),
                 docs=docs,
                 doc_state=state,
                 next_after=next_after,
@@ -168,8 +169,8 @@ def create_app(db: str, *, token: str | None = None, poll_ms: int = 1000, poll_i
     def charts(job_id: str) -> HTMLResponse:
         """The job page's charts alone, for the live script to swap in when results arrive."""
         with read() as conn:
-            rows, _ = q.job_batches(conn, job_id)
-            chart = results_chart(q.results_over_time(conn, job_id))
+            rows, _ = bd.job_batches(conn, job_id)
+            chart = results_chart(bd.results_over_time(conn, job_id))
         return page("charts.html", timeline=batch_timeline(rows, datetime.now(UTC)), chart=chart)
 
     @app.get("/jobs/{job_id}/documents/{item_id:path}", response_class=HTMLResponse)

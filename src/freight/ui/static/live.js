@@ -12,6 +12,10 @@
   var lastDone = {};
   var wait = every;  // doubles while nothing moves (a batch can take hours), back to `every` when something does
   var lastSeen = "";
+  // An action started from this page (resume) may not have moved the job out of its final state yet: poll until the
+  // state changes once.
+  var keep = body.hasAttribute("data-keep-polling");
+  var firstStates = null;
   var FINAL = ["completed", "canceled", "stopped"];
 
   function fmt(value, kind) {
@@ -51,8 +55,11 @@
         var seen = JSON.stringify(data.jobs);
         wait = seen === lastSeen ? Math.min(wait * 2, every * 8) : every;
         lastSeen = seen;
+        var states = data.jobs.map(function (j) { return j.state; }).join();
+        if (firstStates === null) firstStates = states;
+        else if (states !== firstStates) keep = false;
         var running = data.jobs.some(function (j) { return FINAL.indexOf(j.state) < 0; });
-        if (running) setTimeout(tick, wait);
+        if (running || keep) setTimeout(tick, wait);
         else if (dot) dot.className = "live-dot";
       })
       .catch(function () { if (dot) dot.className = "live-dot err"; setTimeout(tick, every * 5); });
