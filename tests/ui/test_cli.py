@@ -95,3 +95,39 @@ def test_an_action_posted_from_elsewhere_is_refused(tmp_path: Path) -> None:
         assert r.status_code == 403 and "did not come from this dashboard" in r.text
     with Store(db) as store:
         assert store.get_job("job_x").state.value == "created"  # type: ignore[union-attr]
+
+
+def test_a_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["ui", "--db", str(tmp_path / "f.db"), "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port picks another" in result.stderr
+
+
+def test_attention_names_a_stuck_batch_the_gate_that_stopped_the_job_and_an_unknown_cost() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from freight.ui.breakdown import attention
+    from freight.ui.queries import JobSummary
+
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    job = JobSummary("job_a", "", "stopped", "anthropic", "m", "anthropic API", None, None, cost_usd=None)
+
+    def batch(i: int, state: str, submitted_h: float, expires_h: float | None = None) -> dict[str, object]:
+        expires = None if expires_h is None else now - timedelta(hours=expires_h)
+        submitted = now - timedelta(hours=submitted_h)
+        return {"id": i, "provider_batch_id": f"b{i}", "state": state, "submitted_at": submitted, "expires_at": expires}
+
+    batches = [batch(1, "in_progress", 2), batch(2, "in_progress", 30), batch(3, "finalizing", 3, 0.5),
+               batch(4, "ended", 50)]  # fmt: skip
+    gate = [{"passed": False, "rate": 0.7, "min_first_pass": 0.9}]
+    found = attention(job, batches, gate, [], now)
+    assert [f.split(" (")[0] for f in found if f.startswith("batch")] == ["batch 2", "batch 3"]
+    assert "past its expiry" in next(f for f in found if f.startswith("batch 3"))
+    assert "the sample gate stopped the job: first-pass rate 70% (needs 90%)" in found
+    assert any("cost is unknown" in f for f in found)
+    job.state, job.cost_usd = "running", 0.0
+    assert attention(job, [batch(1, "in_progress", 2)], gate, [], now) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 
 import typer
 
@@ -42,6 +43,13 @@ def register(app: typer.Typer) -> None:
         from freight.store import default_db
         from freight.ui import create_app
 
+        try:  # a port already taken is the usual mistake: say so before opening anything
+            with socket.create_server((host, port)):
+                pass
+        except OSError as exc:
+            typer.secho(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} (--port picks another)",
+                        err=True, fg=typer.colors.RED)  # fmt: skip
+            raise typer.Exit(ExitCode.USAGE) from None
         if not loopback(host) and not token:
             token = secrets.token_urlsafe(24)
         try:
@@ -54,8 +62,4 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(ExitCode.USAGE) from None
         address = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
         typer.echo(f"freight ui: {address}{'?token=' + token if token else ''}  (Ctrl-C stops it)")
-        try:
-            uvicorn.run(app_, host=host, port=port, log_level="warning")
-        except OSError as exc:
-            typer.secho(f"error: cannot listen on {host}:{port}: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(ExitCode.USAGE) from None
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
