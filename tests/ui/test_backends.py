@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -31,3 +32,5 @@ def test_every_page_reads_the_same_job_on_either_backend(tmp_path: Path, db_url:
         doc = client.get(f"/jobs/{job}/documents/too-long").text
         assert "chunk · part 1 of" in doc and "context_overflow" in doc
         assert client.get("/?state=completed").text.count(f'data-job="{job}"') == 1
+        failed = client.get(f"/jobs/{job}?state=failed").text
+        assert re.findall(r'class="doc-link">([^<]+)<', failed) == ["always-bad-json", "invalid"]
