@@ -28,6 +28,10 @@
   function apply(job) {
     var scope = document.querySelector('[data-job="' + CSS.escape(job.job_id) + '"]');
     if (!scope) return;
+    if (lastDone[job.job_id] === undefined) {  // what the page was rendered with: a change since then swaps the charts
+      var shown = scope.querySelector('[data-live="done"]');
+      lastDone[job.job_id] = shown ? Number(shown.textContent) : job.done;
+    }
     scope.querySelectorAll("[data-live]").forEach(function (el) {
       var key = el.getAttribute("data-live");
       if (!(key in job)) return;
@@ -39,7 +43,7 @@
       var n = job[el.getAttribute("data-live-bar")] || 0;
       el.style.width = (job.documents ? 100 * n / job.documents : 0) + "%";
     });
-    if (chartsUrl && lastDone[job.job_id] !== undefined && lastDone[job.job_id] !== job.done) {
+    if (chartsUrl && lastDone[job.job_id] !== job.done) {
       fetch(chartsUrl, {credentials: "same-origin"}).then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) { if (html !== null) document.getElementById("charts").innerHTML = html; });
     }
