@@ -223,6 +223,16 @@ def _schedule(conn: sa.Connection) -> None:
     schedule_files.create(conn)
 
 
+def _dashboard_indexes(conn: sa.Connection) -> None:
+    # freight ui's aggregates over a 100,000-document job read these instead of the wide rows (payloads inline):
+    # retries by fix (few rows of many), and outcomes over time with their cost (covering).
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_requests_job_fix ON requests (job_id, fix, item_id)")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_outcomes_job_time"
+        " ON outcomes (job_id, recorded_at, status, cost_usd, sync_cost_usd)"
+    )
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
@@ -230,4 +240,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (3, "job leases: one runner per job", _leases),
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
     (7, "freight schedule: files taken and the jobs they went to", _schedule),
+    (9, "dashboard indexes: requests by fix, outcomes by time", _dashboard_indexes),
 ]
