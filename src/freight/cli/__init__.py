@@ -13,7 +13,7 @@ import sys
 import typer
 
 from freight import __version__
-from freight.cli import plan, run, sample, serve, store_cmds
+from freight.cli import plan, run, sample, serve, store_cmds, worker
 from freight.domain import ExitCode
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def _root(
     """freight: route, submit, poll, correlate, fix, resume."""
 
 
-for _module in (run, sample, store_cmds, plan, serve):
+for _module in (run, sample, store_cmds, plan, serve, worker):
     _module.register(app)
 
 

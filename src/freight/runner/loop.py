@@ -76,6 +76,8 @@ class Runner(BatchSteps):
         lease: JobLease | None = None,
         resubmit_unacknowledged: bool = False,
         max_transient_failures: int = 8,
+        should_stop: Callable[[], bool] | None = None,
+        max_active_batches: int | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -98,6 +100,10 @@ class Runner(BatchSteps):
         # it: submit it again anyway (the user checked, or accepts paying twice).
         self.resubmit_unacknowledged = resubmit_unacknowledged
         self.strikes = Strikes(max_transient_failures)
+        # A worker told to stop (SIGTERM) ends the run after the step in hand; the job stays `running` for the next.
+        self.should_stop = should_stop
+        # The provider's open batches, counted across every job and worker of the store (`freight worker`).
+        self.max_active_batches = max_active_batches
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -135,6 +141,8 @@ class Runner(BatchSteps):
             self._progress()
             if self._finished():
                 self.store.set_job_state(self.job_id, JobState.COMPLETED)
+                return
+            if self.should_stop is not None and self.should_stop():
                 return
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
