@@ -29,14 +29,14 @@ from sqlalchemy.dialects import postgresql
 
 from freight.domain import BatchState, JobState
 from freight.store.batches import BatchStore
-from freight.store.lease import Holder, LeaseStore, _dead
+from freight.store.lease import LeaseStore
 from freight.store.schema import batches, job_queue, jobs, leases, workers
 from freight.store.store import _aware, _now
 
 # What a worker may pick up: a job not started yet, or one whose runner stopped without ending it (a worker killed or
 # told to stop). A `stopped` job waits for a person (`freight resume`): its cause must be fixed first.
 CLAIMABLE = (JobState.CREATED.value, JobState.RUNNING.value)
-_CANDIDATES = 16  # rows looked at per claim: enough to step over jobs whose lease is still live
+_CANDIDATES = 16  # queue rows tried per claim: enough to step over jobs held by live processes on this host
 
 
 @dataclass(frozen=True)
@@ -101,42 +101,52 @@ class ClaimStore(BatchStore, LeaseStore):
     def claim_job(self, owner: str, ttl: float, skip: frozenset[str] = frozenset()) -> str | None:
         """Take the lease of the first claimable queued job (priority, then age) no live runner holds, for `owner`.
         Returns its id, or None when there is nothing to take. PostgreSQL only."""
+        passed = set(skip)  # held by a live process after all, or not ours to run
+        for _ in range(_CANDIDATES):
+            found = self._claim_one(owner, ttl, passed)
+            if found is None:
+                return None
+            job_id, taken = found
+            if taken:
+                return job_id
+            passed.add(job_id)
+        return None
+
+    def _claim_one(self, owner: str, ttl: float, passed: set[str]) -> tuple[str, bool] | None:
+        """Lock one candidate queue row (SKIP LOCKED: a row another claimer is looking at is stepped over, so
+        claimers never queue behind each other) and try to take its lease while the row is locked."""
         now = _now()
+        live_elsewhere = (
+            sa.select(leases.c.job_id)
+            .where(
+                leases.c.job_id == job_queue.c.job_id,
+                leases.c.owner != owner,
+                leases.c.expires_at > now,
+                # A holder on this host is judged by its pid too (in Python, below): it may be dead before expiry.
+                leases.c.host != socket.gethostname(),
+            )
+            .exists()
+        )
         with self.engine.begin() as conn:
             if conn.dialect.name != "postgresql":
                 raise RuntimeError("claiming work needs PostgreSQL (SKIP LOCKED)")
-            rows = conn.execute(
-                sa.select(job_queue.c.job_id, leases)
+            q = (
+                sa.select(job_queue.c.job_id)
                 .join(jobs, jobs.c.job_id == job_queue.c.job_id)
-                .outerjoin(leases, leases.c.job_id == job_queue.c.job_id)
-                .where(jobs.c.state.in_(CLAIMABLE))
+                .where(jobs.c.state.in_(CLAIMABLE), ~live_elsewhere)
                 .order_by(job_queue.c.priority.desc(), job_queue.c.submitted_at)
-                .limit(_CANDIDATES)
+                .limit(1)
                 .with_for_update(of=job_queue, skip_locked=True)
-            ).all()
-            for row in rows:
-                job_id = row[0]
-                if job_id in skip:
-                    continue
-                m = row._mapping
-                if m["owner"] is not None:
-                    holder = Holder(
-                        key=job_id,
-                        owner=m["owner"],
-                        host=m["host"],
-                        pid=m["pid"],
-                        started_at=_aware(m["started_at"]) or now,
-                        heartbeat_at=_aware(m["heartbeat_at"]) or now,
-                        expires_at=_aware(m["expires_at"]) or now,
-                    )
-                    if holder.owner != owner and not _dead(holder, now):
-                        continue
-                # The lease row decides (its own transaction, the row locked): the queue lock above only keeps
-                # claimers off each other's candidates.
-                taken, _ = self.acquire_lease(job_id, owner, ttl)
-                if taken:
-                    return str(job_id)
-        return None
+            )
+            if passed:
+                q = q.where(job_queue.c.job_id.not_in(sorted(passed)))
+            job_id = conn.execute(q).scalar()
+            if job_id is None:
+                return None
+            # The lease row decides, in its own transaction with the row locked (a holder on this host whose pid is
+            # gone is taken over at once): the queue row's lock only keeps claimers off each other's candidates.
+            taken, _ = self.acquire_lease(str(job_id), owner, ttl)
+            return str(job_id), taken
 
     # --- workers ----------------------------------------------------------------------------------------------
 
