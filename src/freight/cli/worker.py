@@ -26,7 +26,6 @@ from freight.providers import Provider
 from freight.runner.job import RunOptions, open_job
 from freight.runner.worker import Worker, WorkerOptions
 from freight.store import Store
-from freight.store.claims import worker_of
 
 # `freight submit` takes `freight run`'s options (its signature, below), less those that only mean something to a run
 # in the foreground: the sample gate and the labels it is judged on, --check, --wait, --json.
@@ -192,16 +191,6 @@ def workers(
         )
     waiting = [q for q in queued if not any(q["job_id"] in w.claims for w in found)]
     typer.echo(f"queue: {len(queued)} open job(s), {len(waiting)} waiting for a worker")
-
-
-def held_by(store: Store, job_id: str) -> str | None:
-    """Who holds a job now, for `freight status`: a worker (its id, pid, host) or a `freight run` process."""
-    holder = store.lease_holder(job_id)
-    if holder is None or holder.expires_at.timestamp() < time.time():
-        return None
-    wid = worker_of(holder.owner)
-    who = f"worker {wid}, " if wid else ""
-    return f"{who}pid {holder.pid} on {holder.host} (last heartbeat {_ago(holder.heartbeat_at)})"
 
 
 def register(app: typer.Typer) -> None:

@@ -210,6 +210,19 @@ class ClaimStore(BatchStore, LeaseStore):
         ]
         return [w for w in found if include_dead or w.alive]
 
+    def job_holder(self, job_id: str) -> dict[str, Any] | None:
+        """Who holds a job now (its live lease): the worker id (None for `freight run`), pid, host, last heartbeat.
+        The holder of a job holds every one of its batches."""
+        holder = self.lease_holder(job_id)
+        if holder is None or holder.expires_at <= _now():
+            return None
+        return {
+            "worker": worker_of(holder.owner),
+            "pid": holder.pid,
+            "host": holder.host,
+            "heartbeat_at": holder.heartbeat_at,
+        }
+
     # --- shared limits ------------------------------------------------------------------------------------------
 
     def active_batches(self, provider: str) -> int:
