@@ -48,7 +48,7 @@ def pg_url() -> Iterator[str]:
 
 
 def env_for(api_key: str, home: Path) -> dict[str, str]:
-    return {**os.environ, "ANTHROPIC_API_KEY": api_key, "FREIGHT_HOME": str(home)}
+    return {**os.environ, "ANTHROPIC_API_KEY": api_key, "OPENAI_API_KEY": api_key, "FREIGHT_HOME": str(home)}
 
 
 def freight(env: dict[str, str], *args: str, timeout: float = 180) -> sp.CompletedProcess[str]:
