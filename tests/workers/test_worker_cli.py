@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess as sp
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,11 +51,21 @@ def test_submit_runs_nothing_and_a_worker_carries_the_job_to_its_end(tmp_path: P
         job_id = sub.stdout.strip()
         assert "queued" in sub.stderr and "40 pending" in sub.stderr and "priority 3" in sub.stderr
         assert srv.records() == []  # recorded, nothing sent
-        again = freight(env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url)
-        assert again.stdout.strip() == job_id and "queued again" in again.stderr  # the same job, not a second one
+        # The same command again is the same job, not a second one; --follow waits on it while a worker runs it.
+        args = ["submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url, "--follow"]
+        follower = sp.Popen(
+            [sys.executable, "-m", "freight", *args], env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True
+        )
+        assert follower.stderr is not None
+        said = [follower.stderr.readline()]
+        assert said[0].startswith(f"queued again {job_id}"), said  # queued before any worker ran: it follows a run
         worker = freight(env, "worker", "--db", pg_url, "--exit-when-idle", "--poll-interval", "0.05")
         assert worker.returncode == 0, worker.stderr
         assert f"{job_id} completed" in worker.stderr
+        followed, follow_err = follower.communicate(timeout=120)
+        assert follower.returncode == 0, follow_err
+        assert f"{job_id}: completed; succeeded 40" in follow_err
+        assert followed.splitlines()[0] == job_id and "40 succeeded, 0 failed" in followed
         sent = Counter(r["custom_id"] for r in srv.records())
     assert len(sent) == 40 and max(sent.values()) == 1
     with Store(pg_url) as store:

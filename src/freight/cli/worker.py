@@ -13,6 +13,7 @@ import signal
 import time
 import typing
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -24,6 +25,7 @@ from freight.cli.common import read_schema as read_schema_file
 from freight.domain import ExitCode, FreightError, JobState
 from freight.providers import Provider
 from freight.runner.job import RunOptions, open_job
+from freight.runner.report import build_report, render_report
 from freight.runner.worker import Worker, WorkerOptions
 from freight.store import Store
 
@@ -63,7 +65,7 @@ def _require_shared(db: str | None, what: str) -> None:
 
 def submit(**kw: Any) -> None:
     """Record a job for the workers (the options of `freight run`) and print its id; nothing is sent."""
-    db, priority = kw.pop("db"), kw.pop("priority")
+    db, priority, follow = kw.pop("db"), kw.pop("priority"), kw.pop("follow")
     _require_shared(db, "freight submit")
     try:
         opts = api.prepare(
@@ -95,6 +97,31 @@ def submit(**kw: Any) -> None:
             counts = ", ".join(f"{v:,} {k}" for k, v in sorted(store.item_counts(job.job_id).items()))
             _notice(f"{'queued again' if resumed else 'queued'} {job.job_id} ({counts}), priority {priority}")
     typer.echo(job.job_id)
+    if follow:
+        _follow(db, job.job_id, opts)
+
+
+def _follow(db: str | None, job_id: str, opts: RunOptions) -> None:
+    """Wait on the store while the workers run the job, saying how it moves; then its report (and outputs)."""
+    with open_store(db) as store:
+        shown = ""
+        while True:
+            job = store.get_job(job_id)
+            assert job is not None
+            counts = ", ".join(f"{k} {v:,}" for k, v in sorted(store.item_counts(job_id).items()))
+            line = f"{job_id}: {job.state.value}; {counts}"
+            if line != shown:
+                _notice(line)
+                shown = line
+            if job.state.terminal:
+                break
+            time.sleep(1.0)
+        out = Path(opts.out) if opts.out else Path("freight-out") / job_id
+        report = build_report(store, job_id, write_to=out)
+    typer.echo(render_report(report))
+    typer.echo(f"outputs: {out}/results.jsonl, failures.jsonl, report.json")
+    if job.state is JobState.STOPPED:
+        fail(f"job {job_id} stopped: `freight status {job_id}` says why", ExitCode.STOPPED)
 
 
 def _submit_signature() -> None:
@@ -111,6 +138,14 @@ def _submit_signature() -> None:
             inspect.Parameter.KEYWORD_ONLY,
             annotation=int,
             default=typer.Option(0, help="Workers take higher-priority jobs first."),
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            "follow",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(False, "--follow", help="Wait while the workers run it, then print its report."),
         )
     )
     # KEYWORD_ONLY throughout: the order of `run`'s positional parameters is kept by typer from the list itself.
