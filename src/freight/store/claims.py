@@ -153,6 +153,8 @@ class ClaimStore(BatchStore, LeaseStore):
     def register_worker(self, worker_id: str, concurrency: int, ttl: float) -> None:
         now = _now()
         with self.engine.begin() as conn:
+            # Workers killed outright never retire: their rows go once they have been dead a day.
+            conn.execute(workers.delete().where(workers.c.expires_at < now - timedelta(days=1)))
             conn.execute(
                 workers.insert().values(
                     worker_id=worker_id,
