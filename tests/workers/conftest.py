@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from freight.cli import app
 
 PG_URL = os.environ.get("FREIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -53,6 +56,12 @@ def env_for(api_key: str, home: Path) -> dict[str, str]:
 
 def freight(env: dict[str, str], *args: str, timeout: float = 180) -> sp.CompletedProcess[str]:
     return sp.run([sys.executable, "-m", "freight", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cli(env: dict[str, str], *args: str) -> sp.CompletedProcess[str]:
+    """A command that needs no process of its own (no signals), run in this one: the same result, seconds sooner."""
+    result = CliRunner().invoke(app, list(args), env=env)
+    return sp.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def start_worker(env: dict[str, str], db: str, *extra: str, log: Path | None = None) -> sp.Popen[str]:

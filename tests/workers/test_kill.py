@@ -22,7 +22,7 @@ from freight.server.testing import LocalServer
 from freight.store import Store
 from freight.store.schema import batches, items, requests
 
-from .conftest import env_for, freight, start_worker, write_docs
+from .conftest import cli, env_for, start_worker, write_docs
 
 # The OpenAI dialect: its batches carry freight's reference in their metadata, so a worker killed between submitting
 # a batch and recording the answer is followed by one that finds that very batch. (Anthropic's batches carry none:
@@ -53,7 +53,7 @@ def _chaos(tmp_path: Path, pg_url: str, sizes: list[int], kills: int, batch_size
         jobs = []
         for n, size in enumerate(sizes):
             docs = write_docs(tmp_path / f"docs{n}.jsonl", f"j{n}", size)
-            sub = freight(
+            sub = cli(
                 env, "submit", str(docs), *PROMPT, "--base-url", srv.openai_base_url, "--db", pg_url,
                 "--batch-size", str(batch_size),
             )  # fmt: skip

@@ -18,14 +18,14 @@ from freight.server.testing import LocalServer
 from freight.store import Store
 
 from . import held
-from .conftest import env_for, freight, start_worker, write_docs
+from .conftest import cli, env_for, freight, start_worker, write_docs
 
 PROMPT = ["--prompt-text", "Extract.\n{document}", "-m", "scripted", "--allow-unpriced"]
 
 
 @pytest.mark.parametrize("command", ["worker", "workers"])
 def test_a_sqlite_store_is_one_machine_and_says_so(tmp_path: Path, command: str) -> None:
-    result = freight(env_for("k", tmp_path / "home"), command, "--db", str(tmp_path / "f.db"))
+    result = cli(env_for("k", tmp_path / "home"), command, "--db", str(tmp_path / "f.db"))
     assert result.returncode == 2, result.stderr
     assert "needs a PostgreSQL store" in result.stderr and "freight run" in result.stderr
     assert "Traceback" not in result.stderr
@@ -34,10 +34,10 @@ def test_a_sqlite_store_is_one_machine_and_says_so(tmp_path: Path, command: str)
 def test_submit_refuses_sqlite_and_the_embedded_model(tmp_path: Path, pg_url: str) -> None:
     docs = write_docs(tmp_path / "docs.jsonl", "d", 3)
     env = env_for("", tmp_path / "home")
-    on_sqlite = freight(env, "submit", str(docs), *PROMPT, "--base-url", "http://x", "--db", str(tmp_path / "f.db"))
+    on_sqlite = cli(env, "submit", str(docs), *PROMPT, "--base-url", "http://x", "--db", str(tmp_path / "f.db"))
     assert on_sqlite.returncode == 2 and "needs a PostgreSQL store" in on_sqlite.stderr
     # No key and no --base-url: the run would be on the embedded model, which lives in one process.
-    embedded = freight(env, "submit", str(docs), "--prompt-text", "{document}", "--db", pg_url)
+    embedded = cli(env, "submit", str(docs), "--prompt-text", "{document}", "--db", pg_url)
     assert embedded.returncode == 2, embedded.stderr
     assert "workers cannot share it" in embedded.stderr and "Traceback" not in embedded.stderr
 
@@ -46,7 +46,7 @@ def test_submit_runs_nothing_and_a_worker_carries_the_job_to_its_end(tmp_path: P
     docs = write_docs(tmp_path / "docs.jsonl", "doc", 40)
     with LocalServer(tmp_path / "serve.db", engine="scripted", time_scale=0.0002) as srv:
         env = env_for(srv.api_key, tmp_path / "home")
-        sub = freight(env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url, "--priority", "3")
+        sub = cli(env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url, "--priority", "3")
         assert sub.returncode == 0, sub.stderr
         job_id = sub.stdout.strip()
         assert "queued" in sub.stderr and "40 pending" in sub.stderr and "priority 3" in sub.stderr
@@ -71,7 +71,7 @@ def test_submit_runs_nothing_and_a_worker_carries_the_job_to_its_end(tmp_path: P
     with Store(pg_url) as store:
         assert store.item_counts(job_id) == {"succeeded": 40}
         assert store.list_workers(include_dead=True) == []  # it retired on its way out
-    results = freight(env, "results", job_id, "--db", pg_url)
+    results = cli(env, "results", job_id, "--db", pg_url)
     assert sorted(json.loads(x)["id"] for x in results.stdout.splitlines()) == sorted(f"doc-{i}" for i in range(40))
 
 
@@ -90,16 +90,16 @@ def test_workers_shows_the_pool_and_sigterm_releases_the_job_for_the_next_worker
     log = tmp_path / "worker.log"
     with LocalServer(tmp_path / "serve.db", engine=held.NAME, time_scale=0.0002) as srv:
         env = env_for(srv.api_key, tmp_path / "home")
-        job_id = freight(env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url).stdout.strip()
+        job_id = cli(env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url).stdout.strip()
         first = start_worker(env, pg_url, "--concurrency", "2", log=log)
         try:
             # The engine holds every reply: the job's batch is submitted and cannot end while we look.
             assert held.arrived.wait(120), log.read_text()
-            listed = freight(env, "workers", "--db", pg_url)
+            listed = cli(env, "workers", "--db", pg_url)
             assert listed.returncode == 0, listed.stderr
             line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("w-"))
             assert f"pid {first.pid}" in line and "1/2 slots" in line and job_id in line
-            status = freight(env, "status", job_id, "--db", pg_url)
+            status = cli(env, "status", job_id, "--db", pg_url)
             assert f"held by worker {line.split()[0]}" in status.stdout, status.stdout
             first.send_signal(signal.SIGTERM)
             assert first.wait(120) == 0, log.read_text()
@@ -112,7 +112,7 @@ def test_workers_shows_the_pool_and_sigterm_releases_the_job_for_the_next_worker
             assert store.lease_holder(job_id) is None
             assert store.get_job(job_id).state is JobState.RUNNING  # type: ignore[union-attr]
             assert [b["state"] for b in store.batches(job_id)] != []
-        nobody = freight(env, "workers", "--db", pg_url)
+        nobody = cli(env, "workers", "--db", pg_url)
         assert "no live workers" in nobody.stdout
         second = freight(env, "worker", "--db", pg_url, "--exit-when-idle", "--poll-interval", "0.05")
         assert second.returncode == 0, second.stderr
