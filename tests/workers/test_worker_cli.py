@@ -120,3 +120,24 @@ def test_workers_shows_the_pool_and_sigterm_releases_the_job_for_the_next_worker
     assert len(sent) == 30 and max(sent.values()) == 1  # the second worker polled the batch, never sent it again
     with Store(pg_url) as store:
         assert store.item_counts(job_id) == {"succeeded": 30}
+
+
+def test_the_open_batch_limit_holds_across_workers(tmp_path: Path, pg_url: str) -> None:
+    with LocalServer(tmp_path / "serve.db", engine="scripted", time_scale=0.0002) as srv:
+        env = env_for(srv.api_key, tmp_path / "home")
+        jobs = []
+        for name in ("a", "b"):
+            docs = write_docs(tmp_path / f"{name}.jsonl", name, 30)
+            sub = cli(
+                env, "submit", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url, "--batch-size", "10"
+            )
+            jobs.append(sub.stdout.strip())
+        limit = ["--max-active-batches", "1", "--exit-when-idle"]
+        pool = [start_worker(env, pg_url, *limit, log=tmp_path / "w.log") for _ in range(2)]
+        assert [p.wait(180) for p in pool] == [0, 0], (tmp_path / "w.log").read_text()
+    with Store(pg_url) as store:
+        assert all(store.item_counts(j) == {"succeeded": 30} for j in jobs)
+        # Two workers, two jobs, six batches: each was opened only once the one before it had ended.
+        spans = sorted((b["created_at"], b["ended_at"]) for j in jobs for b in store.batches(j))
+        assert len(spans) == 6
+        assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
