@@ -397,6 +397,7 @@ def status(
             ],
             "endpoint": RunOptions.from_config(job.config).endpoint,
             "totals": store.totals(job_id),
+            "held_by": store.job_holder(job_id),  # the worker (or `freight run`) holding the job and its batches
         }
         # The sample's spend is the job's too; a model with no price makes the whole cost unknown, never $0.
         spent = data["totals"]["cost_usd"] + sample_spend(store, job_id)
@@ -406,6 +407,9 @@ def status(
         return
     typer.echo(f"{job_id}: {job.state.value}  provider {job.provider}  endpoint {data['endpoint']}  model {job.model}")
     typer.echo("documents: " + ", ".join(f"{k} {v}" for k, v in sorted(data["items"].items())))
+    if (held := data["held_by"]) is not None:
+        who = f"worker {held['worker']}, " if held["worker"] else "freight run, "
+        typer.echo(f"held by {who}pid {held['pid']} on {held['host']} (heartbeat {held['heartbeat_at']:%H:%M:%S} UTC)")
     for b in data["batches"]:
         typer.echo(f"  batch {b['provider_batch_id'] or '(preparing)'}: {b['state']}, {b['n_requests']} requests")
     typer.echo(f"cost so far: {money(data['cost_usd'])}")

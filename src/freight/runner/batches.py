@@ -43,6 +43,7 @@ class BatchSteps:
     resubmit_unacknowledged: bool
     strikes: Strikes
     budget: Budget
+    max_active_batches: int | None
 
     def note(self, message: str) -> None:
         raise NotImplementedError
@@ -77,7 +78,9 @@ class BatchSteps:
             limits = limits.model_copy(update={"max_requests_per_batch": min(size, limits.max_requests_per_batch)})
         try:
             for requests in pack_for(self.provider, self.budget.admit(self._batchable()), limits):
-                local = self.store.create_batch(self.job_id, self.provider.name, [r.custom_id for r in requests])
+                local = self._create_batch([r.custom_id for r in requests])
+                if local is None:  # the provider's shared limit of open batches is reached: wait for one to end
+                    break
                 crashpoint("submit.before")
                 self._submit(local, requests)
                 moved = True
@@ -87,6 +90,11 @@ class BatchSteps:
             self._refuse(exc)
             moved = True
         return moved
+
+    def _create_batch(self, custom_ids: list[str]) -> int | None:
+        if self.max_active_batches is None:
+            return self.store.create_batch(self.job_id, self.provider.name, custom_ids)
+        return self.store.create_batch_within(self.job_id, self.provider.name, custom_ids, self.max_active_batches)
 
     def _batchable(self) -> Iterator[Request]:
         """The pending batch requests, less those no batch can carry: each of those is routed, with its reason,

@@ -85,6 +85,8 @@ class Runner(BatchSteps):
         max_transient_failures: int = 8,
         hedge: HedgePolicy | None = None,
         wall_clock: Callable[[], float] = time.time,
+        should_stop: Callable[[], bool] | None = None,
+        max_active_batches: int | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -112,6 +114,10 @@ class Runner(BatchSteps):
         self.budget = Budget(store, self.tokens, job_id, opts)
         # A deadline: move what the batches have not finished to the synchronous API in time (runner/hedge.py).
         self.hedger = Hedger(store, provider, job_id, hedge, wall_clock) if hedge and opts.mode != "sync" else None
+        # A worker told to stop (SIGTERM) ends the run after the step in hand; the job stays `running` for the next.
+        self.should_stop = should_stop
+        # The provider's open batches, counted across every job and worker of the store (`freight worker`).
+        self.max_active_batches = max_active_batches
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -154,6 +160,8 @@ class Runner(BatchSteps):
                 return
             if self.budget.blocked is not None:
                 progressed |= self._at_cap()
+            if self.should_stop is not None and self.should_stop():
+                return
             wait = self.poll_interval if progressed else min(wait * 1.5, self.max_poll_interval)
             if not progressed:
                 for message in watch_stuck(self.store, self.job_id, self.opts):

@@ -10,9 +10,8 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter
 
 from freight.domain import Errored, Item, Outcome, Succeeded
-from freight.store.batches import BatchStore
+from freight.store.claims import ClaimStore
 from freight.store.deadlines import DeadlineStore
-from freight.store.lease import LeaseStore
 from freight.store.outbox import OutboxStore
 from freight.store.schema import items, outcomes, requests
 from freight.store.store import DuplicateOutcome, UnknownRequest, _item, _now
@@ -21,7 +20,7 @@ from freight.store.work import _CHUNK, WorkStore, _request_row
 _OUTCOME = TypeAdapter[Outcome](Outcome)
 
 
-class Store(WorkStore, BatchStore, DeadlineStore, LeaseStore, OutboxStore):
+class Store(WorkStore, ClaimStore, DeadlineStore, OutboxStore):
     def group_outcomes(self, job_id: str, group: str) -> list[tuple[int, str, Outcome]]:
         """(part, custom_id, outcome) of every answered request of one split document, oldest first."""
         with self._read() as conn:

@@ -175,6 +175,31 @@ notify_outbox = sa.Table(
     sa.Index("ix_notify_pending", "job_id", "state"),
 )
 
+job_queue = sa.Table(
+    "job_queue",
+    metadata,
+    # A job recorded by `freight submit` for the workers of this store. `freight run` jobs are not in it: their own
+    # process runs them. No foreign key: dropped with the job by hand is fine, and a worker skips a row with no job.
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),  # higher first
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_job_queue_order", "priority", "submitted_at"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    # One row per live `freight worker` process; its claims are the `leases` whose owner starts with its id.
+    sa.Column("worker_id", sa.String(40), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # working | stopping
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def _initial(conn: sa.Connection) -> None:
     for table in (jobs, items, batches, requests, outcomes, events):
@@ -233,11 +258,17 @@ def _dashboard_indexes(conn: sa.Connection) -> None:
     )
 
 
+def _workers(conn: sa.Connection) -> None:
+    job_queue.create(conn)
+    workers.create(conn)
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
     (2, "sample runs", _samples),
     (3, "job leases: one runner per job", _leases),
+    (4, "workers: a job queue and the live workers that claim from it", _workers),
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
     (7, "freight schedule: files taken and the jobs they went to", _schedule),
     (9, "dashboard indexes: requests by fix, outcomes by time", _dashboard_indexes),
