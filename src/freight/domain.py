@@ -88,9 +88,10 @@ class Message(_Model):
         return any(b.get("type") in ("tool_use", "tool_result") for b in self.content)
 
 
-# The APIs a request can name: every provider's chat, OpenAI's / Azure's Responses, embeddings (those two and Gemini).
-Api = Literal["chat", "responses", "embeddings"]
-APIS: tuple[Api, ...] = ("chat", "responses", "embeddings")
+# The APIs a request can name: every provider's chat, OpenAI's / Azure's Responses, embeddings (those two and Gemini),
+# and OpenAI's / Azure's legacy completions and moderations (batch-file lines only: no `--endpoint` builds them).
+Api = Literal["chat", "responses", "embeddings", "completions", "moderations"]
+APIS: tuple[Api, ...] = ("chat", "responses", "embeddings", "completions", "moderations")
 
 
 class Request(_Model):
@@ -107,7 +108,8 @@ class Request(_Model):
     # A JSON Schema the reply must satisfy; when set, the request asks the model for JSON.
     output_schema: dict[str, Any] | None = None
     # Which of the provider's APIs answers it: "chat" (every provider), "responses" (OpenAI, Azure) or "embeddings"
-    # (OpenAI, Azure, Gemini; each user message is one input to embed). A batch holds requests of one API.
+    # (OpenAI, Azure, Gemini; each user message is one input to embed), "completions" (one user message, the prompt)
+    # or "moderations" (each user message one input to classify; OpenAI, Azure). A batch holds requests of one API.
     api: Api = "chat"
     # Parameters of that API freight does not model, sent as they are (an embedding's `dimensions`).
     params: dict[str, Any] = Field(default_factory=dict)

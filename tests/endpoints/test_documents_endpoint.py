@@ -97,6 +97,7 @@ def test_responses_endpoint_with_a_schema_asks_through_text_format(tmp_path: Pat
         (["--endpoint", "embeddings", "--provider", "anthropic"], "--provider openai or --provider azure"),
         (["--endpoint", "embeddings", "--provider", "openai", "--prompt-text", "Sum: {document}"], "drop --prompt"),
         (["--endpoint", "images", "--provider", "openai"], "use one of chat, responses, embeddings"),
+        (["--endpoint", "completions", "--provider", "openai"], "lines may name /v1/completions"),
         (["--endpoint", "responses", "--provider", "openai", "--dimensions", "8"], "--dimensions"),
     ],
 )

@@ -137,6 +137,10 @@ class OpenAIProvider:
             return openai_endpoints.responses_body(request)
         if request.api == "embeddings":
             return openai_endpoints.embeddings_body(request)
+        if request.api == "completions":
+            return openai_endpoints.completions_body(request)
+        if request.api == "moderations":
+            return openai_endpoints.moderations_body(request)
         b: dict[str, Any] = {
             "model": request.model,
             "messages": messages(request),
@@ -197,6 +201,8 @@ class OpenAIProvider:
             "chat": self._client.chat.completions.create,
             "responses": self._client.responses.create,
             "embeddings": self._client.embeddings.create,
+            "completions": self._client.completions.create,
+            "moderations": self._client.moderations.create,
         }
         create = apis[request.api]
         try:

@@ -5,6 +5,10 @@ A Responses reply is text like a chat completion: `status: incomplete` with `inc
 max_output_tokens` is a reply cut off at max_tokens (so the runner's `raise_max_tokens` doubles
 `max_output_tokens`). An embeddings reply has no text: its `parsed` is the vector (the list of vectors when the
 request had several inputs), and the runner keeps that value as the document's output.
+
+The legacy completions endpoint is text like chat (`choices[0].text`; `finish_reason: length` is a truncation, so
+`raise_max_tokens` doubles `max_tokens`). A moderation has no text either: its `parsed` is the reply's `results` list
+(one entry per input: `flagged`, `categories`, `category_scores`, ...), kept as the output.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from freight.domain import Errored, ErrorKind, Message, Request, StopReason, Suc
 from freight.providers.common import parse_json
 
 # The path of each API under the service's root: OpenAI prefixes it with /v1, Azure's batch lines do not.
-PATHS: Final = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+PATHS: Final = {
+    "chat": "/chat/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
+    "completions": "/completions",
+    "moderations": "/moderations",
+}
 API_OF_PATH: Final = {path: api for api, path in PATHS.items()}
 EMBEDDING_MAX_TOKENS: Final = 8192  # text-embedding-3-small/-large and ada-002 take at most 8,192 tokens per input
 
@@ -56,6 +66,25 @@ def embeddings_body(request: Request) -> dict[str, Any]:
         "model": request.model,
         "input": texts[0] if len(texts) == 1 else texts,
     }
+
+
+def completions_body(request: Request) -> dict[str, Any]:
+    b: dict[str, Any] = {
+        **request.params,
+        "model": request.model,
+        "prompt": request.messages[-1].text(),
+        "max_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        b["temperature"] = request.temperature
+    if request.stop_sequences:
+        b["stop"] = list(request.stop_sequences)
+    return b
+
+
+def moderations_body(request: Request) -> dict[str, Any]:
+    texts = [m.text() for m in request.messages]
+    return {**request.params, "model": request.model, "input": texts[0] if len(texts) == 1 else texts}
 
 
 # --- replies ------------------------------------------------------------------------------------------------------
@@ -105,6 +134,24 @@ def outcome_of_embeddings(body: dict[str, Any]) -> Succeeded:
     return Succeeded(text="", parsed=vectors[0] if len(vectors) == 1 else vectors, usage=usage)
 
 
+def outcome_of_text_completion(body: dict[str, Any]) -> Succeeded | Errored:
+    """A legacy `text_completion` as a domain outcome: the first choice's text."""
+    choice = (body.get("choices") or [{}])[0]
+    u = body.get("usage") or {}
+    usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), output_tokens=int(u.get("completion_tokens") or 0))
+    text = str(choice.get("text") or "")
+    finish = choice.get("finish_reason")
+    if finish == "content_filter":
+        return Errored(kind=ErrorKind.INVALID_REQUEST, raw_type="content_filter", message=text, usage=usage)
+    stop = StopReason.MAX_TOKENS if finish == "length" else StopReason.END
+    return Succeeded(text=text, stop_reason=stop, usage=usage)
+
+
+def outcome_of_moderation(body: dict[str, Any]) -> Succeeded:
+    """A moderation as a domain outcome: no text; `parsed` the `results` list, one entry per input."""
+    return Succeeded(text="", parsed=list(body.get("results") or []))
+
+
 def _floats(value: Any) -> list[float]:
     if isinstance(value, str):  # encoding_format=base64: little-endian float32
         raw = base64.b64decode(value)
@@ -116,28 +163,32 @@ def _floats(value: Any) -> list[float]:
 
 
 def request_of_line(row: dict[str, Any]) -> Request:
-    """An OpenAI batch line (chat, Responses or embeddings) as the domain Request freight sends again as it was.
+    """An OpenAI batch line (chat, Responses, embeddings, completions or moderations) as the domain Request freight
+    sends again as it was.
     Raises KeyError / TypeError / ValueError (pydantic's too) for a line that is not a valid request."""
     url = str(row.get("url", "/v1/chat/completions"))
     api = api_of_url(url)
     if api is None:
-        raise ValueError(f"url {url!r} is not one of /v1/chat/completions, /v1/responses, /v1/embeddings")
+        raise ValueError(f"url {url!r} is not one of {', '.join('/v1' + p for p in PATHS.values())}")
     b = row["body"]
-    if api == "embeddings":
+    if api in ("embeddings", "moderations"):
         raw = b["input"]
-        texts = [raw] if isinstance(raw, str) else [str(t) for t in raw]
-        if not texts or not all(isinstance(t, str) for t in texts):
+        if not (isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw))):
             raise ValueError("body.input: expected a string or a non-empty array of strings")
+        texts = [raw] if isinstance(raw, str) else raw
         params = {k: v for k, v in b.items() if k not in ("model", "input")}
         return Request(
             custom_id=row["custom_id"],
-            model=b["model"],
-            api="embeddings",
+            # A moderation line may leave the model out: the service then uses omni-moderation-latest.
+            model=b["model"] if api == "embeddings" else b.get("model", "omni-moderation-latest"),
+            api="embeddings" if api == "embeddings" else "moderations",
             messages=[Message(role="user", content=t) for t in texts],
-            max_tokens=1,  # an embedding writes no tokens; the domain wants a positive number
+            max_tokens=1,  # an embedding or a moderation writes no tokens; the domain wants a positive number
             params=params,
             item_id=row["custom_id"],
         )
+    if api == "completions":
+        return _completions_line(row["custom_id"], b)
     if api == "responses":
         return _responses_line(row["custom_id"], b)
     return _chat_line(row["custom_id"], b)
@@ -171,6 +222,27 @@ def _responses_line(custom_id: str, b: dict[str, Any]) -> Request:
         temperature=b.get("temperature"),
         output_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
         params={k: v for k, v in b.items() if k not in modeled} | ({"text": text} if text else {}),
+        item_id=custom_id,
+    )
+
+
+def _completions_line(custom_id: str, b: dict[str, Any]) -> Request:
+    prompt = b["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ValueError("body.prompt: freight runs a completions line with one text prompt (a string)")
+    stop = b.get("stop")
+    modeled = ("model", "prompt", "max_tokens", "temperature", "stop")
+    return Request(
+        custom_id=custom_id,
+        model=b["model"],
+        api="completions",
+        messages=[Message(role="user", content=prompt)],
+        max_tokens=b.get("max_tokens") or 16,  # the endpoint's own default
+        temperature=b.get("temperature"),
+        stop_sequences=[stop] if isinstance(stop, str) else stop or [],
+        params={k: v for k, v in b.items() if k not in modeled},
         item_id=custom_id,
     )
 

@@ -237,6 +237,10 @@ def outcome_of_body(body: dict[str, Any], wants_json: bool) -> Succeeded | Error
         return openai_endpoints.outcome_of_response(body, wants_json)
     if body.get("object") == "list":
         return openai_endpoints.outcome_of_embeddings(body)
+    if body.get("object") == "text_completion":
+        return openai_endpoints.outcome_of_text_completion(body)
+    if "results" in body and "choices" not in body:  # a moderation carries no `object`
+        return openai_endpoints.outcome_of_moderation(body)
     return outcome_of_completion(body, wants_json)
 
 

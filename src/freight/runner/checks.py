@@ -140,16 +140,23 @@ def _redact(url: str) -> str:
 
 
 # The providers whose adapters speak each API besides chat: OpenAI's Batch API and Azure's, which copies it; Gemini's
-# embedding batches.
-_API_PROVIDERS = {"responses": ("openai", "azure"), "embeddings": ("openai", "azure", "gemini")}
+# embedding batches. Completions and moderations come only from batch-file lines (no `--endpoint` builds them).
+_API_PROVIDERS = {
+    "responses": ("openai", "azure"),
+    "embeddings": ("openai", "azure", "gemini"),
+    "completions": ("openai", "azure"),
+    "moderations": ("openai", "azure"),
+}
+_DOCUMENT_APIS: tuple[Api, ...] = ("chat", "responses", "embeddings")
 
 
 def check_endpoint(
     endpoint: str, provider: str, ready_made: bool, *, prompt: str, system: str | None, schema: Any
 ) -> Api:
     """`--endpoint chat|responses|embeddings` checked against the rest of the command; the API it names."""
-    if endpoint not in APIS:
-        raise UsageError(f"--endpoint {endpoint!r}: use one of {', '.join(APIS)}")
+    if endpoint not in _DOCUMENT_APIS:
+        more = " (a batch file's lines may name /v1/completions or /v1/moderations)" if endpoint in APIS else ""
+        raise UsageError(f"--endpoint {endpoint!r}: use one of {', '.join(_DOCUMENT_APIS)}{more}")
     api: Api = endpoint
     if api == "chat":
         return api
