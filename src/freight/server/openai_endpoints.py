@@ -72,7 +72,7 @@ def answer(
         raise WireError("you must provide a model parameter", "model")
     if kind == EMBEDDINGS:
         inputs = embedding_inputs(body)
-        return answerer.planted("\n".join(inputs), key, now, in_batch) or embed(body, inputs)
+        return answerer.planted("\n".join(inputs), key, now, in_batch) or embed(body, inputs, answerer.engine)
     if kind == MODERATIONS:
         inputs = _strings(body.get("input"), "input")
         return answerer.planted("\n".join(inputs), key, now, in_batch) or moderate(inputs)
@@ -174,11 +174,17 @@ def embedding_inputs(body: dict[str, Any]) -> list[str]:
     return inputs
 
 
-def embed(body: dict[str, Any], inputs: list[str]) -> Succeeded | Errored:
+def embed(body: dict[str, Any], inputs: list[str], engine: object = None) -> Succeeded | Errored:
+    """Scripted vectors, or the engine's own when it has embeddings (the local engine's model, through llama.cpp)."""
     model = str(body["model"])
-    dims = body.get("dimensions") or EMBEDDING_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
+    asked = body.get("dimensions")
+    dims = asked or EMBEDDING_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
     if not isinstance(dims, int) or dims < 1:
         return Errored(kind=ErrorKind.INVALID_REQUEST, message="dimensions: expected a positive integer")
+    own = getattr(engine, "embed", None)
+    if callable(own):
+        outcome: Succeeded | Errored = own(inputs, asked or None)
+        return outcome
     tokens = [count_tokens(t) for t in inputs]
     for n in tokens:
         if n > EMBEDDING_MAX_TOKENS:

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import queue
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +102,9 @@ class LocalEngine:
         ]
         self._n_ctx = self._contexts[0].n_ctx_seq
         self._formatter = self._chat_formatter()
+        self._threads = threads if pool == "shared" else 1
+        self._embedder: Any = None  # engines/llama_embed.Embedder, made at the first embeddings request
+        self._embedder_lock = threading.Lock()
 
     def _chat_formatter(self) -> Any:
         import llama_cpp
@@ -157,12 +162,51 @@ class LocalEngine:
             return Errored(kind=ErrorKind.SERVER_ERROR, raw_type="llama_cpp", message=str(exc))
         return _outcome(request, done, len(tokens), stops)
 
+    def embed(self, inputs: list[str], dimensions: int | None) -> Succeeded | Errored:
+        """The model's own embeddings of `inputs` (engines/llama_embed.py): `parsed` the list of vectors.
+        `dimensions` below the model's size keeps the first numbers, renormalized (as text-embedding-3 shortens)."""
+        embedder = self._embeddings_context()
+        if dimensions is not None and dimensions > embedder.dims:
+            return Errored(
+                kind=ErrorKind.INVALID_REQUEST,
+                message=f"dimensions: the local model's embeddings have {embedder.dims} numbers; ask for at most that",
+            )
+        tokenized = [embedder.tokens(t) for t in inputs]
+        for tokens in tokenized:
+            if len(tokens) > embedder.max_tokens:
+                return Errored(
+                    kind=ErrorKind.CONTEXT_OVERFLOW,
+                    message=f"prompt is too long: {len(tokens)} tokens > {embedder.max_tokens} maximum",
+                )
+        try:
+            vectors = [embedder.embed(tokens) if tokens else [0.0] * embedder.dims for tokens in tokenized]
+        except RuntimeError as exc:  # llama_decode failed (out of memory)
+            return Errored(kind=ErrorKind.SERVER_ERROR, raw_type="llama_cpp", message=str(exc))
+        if dimensions is not None and dimensions < embedder.dims:
+            vectors = [_unit(v[:dimensions]) for v in vectors]
+        return Succeeded(text="", parsed=vectors, usage=Usage(input_tokens=sum(len(t) for t in tokenized)))
+
+    def _embeddings_context(self) -> Any:
+        with self._embedder_lock:
+            if self._embedder is None:
+                from freight.server.engines.llama_embed import Embedder
+
+                self._embedder = Embedder(self._llm, threads=self._threads)
+            return self._embedder
+
     def close(self) -> None:
         """Let the contexts finish what they run and free them (the server calls it at shutdown, if it does)."""
         for _ in self._contexts:
             self._jobs.put(None)
         for context in self._contexts:
             context.join(timeout=30)
+        if self._embedder is not None:
+            self._embedder.close()
+
+
+def _unit(v: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
 
 
 def _outcome(request: Request, job: Any, prompt_tokens: int, stops: list[str]) -> Succeeded:
