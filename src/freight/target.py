@@ -32,6 +32,8 @@ EMBEDDED = "local"  # --provider local: the embedded model, asked for by name
 EMBEDDED_MODELS = {"local": "smollm2-135m", "scripted": "scripted"}
 # The adapter that talks to the embedded server when no provider is named (the server speaks every dialect).
 EMBEDDED_ADAPTER = "anthropic"
+# ... and when a batch file's lines name an API only OpenAI's dialect has (/v1/embeddings on the local engine).
+EMBEDDED_OPENAI_ADAPTER = "openai"
 
 Notice = Callable[[str], None]
 
@@ -125,7 +127,7 @@ def prepare(
         pricer = opts.pricer()
     except PricingError as exc:
         raise UsageError(str(exc)) from None
-    _resolve_target(opts, engine, model, line_models, pricer, api_key, on_notice)
+    _resolve_target(opts, engine, model, line_models, pricer, api_key, on_notice, line_apis)
     check_line_apis(line_apis, opts.provider, str(path))
     unpriced = pricer.unpriced({opts.model, *line_models})
     if unpriced and not allow_unpriced:
@@ -148,9 +150,12 @@ def _resolve_target(
     pricer: Pricer,
     api_key: str | None,
     on_notice: Notice,
+    line_apis: set[str] | None = None,
 ) -> None:
     """Decide the embedded model or a provider, and the model; refuse a provider's model name on the embedded one."""
-    adapter = EMBEDDED_ADAPTER if opts.provider == EMBEDDED else opts.provider
+    adapter = opts.provider
+    if opts.provider == EMBEDDED:
+        adapter = EMBEDDED_OPENAI_ADAPTER if (line_apis or set()) - {"chat"} else EMBEDDED_ADAPTER
     env = key_env(adapter)
     has_key = bool(api_key or (env and os.environ.get(env)))
     if opts.provider == EMBEDDED and opts.base_url:

@@ -8,6 +8,7 @@ install, when llama-cpp-python or the model package is missing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,25 @@ def test_freight_run_embeds_a_batch_file_on_the_local_engine(
     sync = oai.embeddings.create(model="text-embedding-3-small", input=KITTEN, encoding_format="float")
     assert lines["kitten"] == pytest.approx(sync.data[0].embedding, abs=1e-6), "correlated by custom_id"
     assert cos(lines["cat"], lines["kitten"]) > cos(lines["cat"], lines["revenue"])
+
+
+def test_freight_run_provider_local_embeds_a_batch_file_on_the_embedded_model(tmp_path: Path) -> None:
+    from tests.endpoints.test_run_batch_files import cli
+
+    from freight.cli import app
+
+    texts = {"cat": CAT, "kitten": KITTEN, "revenue": REVENUE}
+    bodies = {cid: {"model": "smollm2-135m", "input": t} for cid, t in texts.items()}
+    src = write_lines(tmp_path / "emb.jsonl", "/v1/embeddings", bodies)
+    out = tmp_path / "out"
+    result = cli.invoke(
+        app,
+        ["run", str(src), "--provider", "local", "--db", str(tmp_path / "f.db"), "--out", str(out)],
+        env={"FREIGHT_HOME": str(tmp_path / "home")},
+    )
+    assert result.exit_code == 0, result.output
+    lines = {x["id"]: x for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(lines) == set(texts) and all(x["status"] == "succeeded" for x in lines.values())
+    vectors = {cid: x["output"] for cid, x in lines.items()}
+    assert all(len(v) == DIMS for v in vectors.values())
+    assert cos(vectors["cat"], vectors["kitten"]) > cos(vectors["cat"], vectors["revenue"])
