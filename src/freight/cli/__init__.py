@@ -13,7 +13,7 @@ import sys
 import typer
 
 from freight import __version__
-from freight.cli import estimate, plan, prices, run, sample, schedule, serve, store_cmds, ui, worker
+from freight.cli import estimate, job_cmds, plan, prices, run, sample, schedule, serve, store_cmds, ui, worker
 from freight.domain import ExitCode
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def _root(
     """freight: route, submit, poll, correlate, fix, resume."""
 
 
-for _module in (run, estimate, sample, store_cmds, plan, prices, serve, schedule, ui, worker):
+for _module in (run, job_cmds, estimate, sample, store_cmds, plan, prices, serve, schedule, ui, worker):
     _module.register(app)
 
 
