@@ -24,6 +24,7 @@ from freight.cli.common import DbOption, fail, fail_with, open_store, print_json
 from freight.cli.common import read_schema as read_schema_file
 from freight.domain import ExitCode, FreightError, JobState
 from freight.providers import Provider
+from freight.runner.budget import set_cap
 from freight.runner.job import RunOptions, open_job
 from freight.runner.report import build_report, render_report
 from freight.runner.worker import Worker, WorkerOptions
@@ -41,6 +42,9 @@ _RUN_ONLY = {
     "wait",
     "as_json",
     "poll_interval",
+    "dry_run",  # a forecast runs nothing: `freight estimate` gives it without queueing a job
+    "webhook_listen",  # a worker polls; a listener belongs to the process that follows a batch
+    "webhook_secret",
 }
 
 _ONE_MACHINE = (
@@ -66,6 +70,8 @@ def _require_shared(db: str | None, what: str) -> None:
 def submit(**kw: Any) -> None:
     """Record a job for the workers (the options of `freight run`) and print its id; nothing is sent."""
     db, priority, follow = kw.pop("db"), kw.pop("priority"), kw.pop("follow")
+    max_cost, max_cost_cancel = kw.pop("max_cost"), kw.pop("max_cost_cancel")
+    notify, notify_secret = kw.pop("notify"), kw.pop("notify_secret")
     _require_shared(db, "freight submit")
     try:
         opts = api.prepare(
@@ -77,6 +83,9 @@ def submit(**kw: Any) -> None:
             on_notice=_notice,
             **kw,
         )
+        # The workers sign with their own FREIGHT_NOTIFY_SECRET: the URLs travel with the job, the secret never does.
+        api.configure_notify(opts, notify, notify_secret)
+        opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     except FreightError as exc:
         fail_with(exc)
     if opts.engine:
@@ -90,6 +99,8 @@ def submit(**kw: Any) -> None:
             job, resumed = open_job(store, opts)
         except FreightError as exc:
             fail_with(exc)
+        if max_cost is not None:  # kept in the job's log, where the worker that runs it finds it (runner/budget.py)
+            set_cap(store, job.job_id, max_cost, max_cost_cancel)
         if job.state in (JobState.COMPLETED, JobState.CANCELED):
             _notice(f"{job.job_id} is already {job.state.value}: `freight results {job.job_id}`")
         else:
