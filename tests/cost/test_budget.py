@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.cost.conftest import settings, write_corpus
 from typer.testing import CliRunner
 
 import freight
@@ -16,6 +15,8 @@ from freight.domain import JobState
 from freight.runner.budget import CostCapReached
 from freight.server.testing import LocalServer
 from freight.store import Store
+
+from .conftest import settings, write_corpus
 
 
 def test_half_the_estimate_stops_before_exceeding_it_and_a_higher_cap_completes(

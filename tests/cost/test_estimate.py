@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.cost.conftest import MODEL, PROMPT, SCHEMA, settings, write_corpus
 from typer.testing import CliRunner
 
 import freight
 from freight.cli import app
 from freight.server.testing import LocalServer
 from freight.store import Store
+
+from .conftest import MODEL, PROMPT, SCHEMA, settings, write_corpus
 
 
 def test_a_dry_run_of_1000_documents_sends_only_counting_calls_and_the_real_bill_is_within_its_bar(

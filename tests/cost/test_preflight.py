@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cost.conftest import settings, write_corpus
-
 import freight
 from freight.runner.ids import base_custom_id
 from freight.runner.report import item_results
 from freight.server.testing import LocalServer
 from freight.store import Store
+
+from .conftest import settings, write_corpus
 
 WINDOW = 200_000  # claude-haiku-4-5's, in the adapter's limits and in the scripted engine alike
 

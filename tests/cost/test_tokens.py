@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cost.conftest import settings, write_corpus
-
 import freight
 from freight.domain import Message, Request
 from freight.providers import get_provider
 from freight.runner.tokens import TokenCounter
 from freight.server.testing import LocalServer
 from freight.store import Store
+
+from .conftest import settings, write_corpus
 
 
 def test_a_service_without_a_counter_gets_a_labelled_estimate(tmp_path: Path, server: LocalServer) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.endpoints.test_run_batch_files import batches_of, cli, run, write_lines
 
 from freight.cli import app
 from freight.plan.pricing import default_prices
 from freight.server.testing import LocalServer
+
+from .test_run_batch_files import batches_of, cli, run, write_lines
 
 
 @pytest.mark.parametrize("provider", ["openai", "azure"])

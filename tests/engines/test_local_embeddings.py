@@ -15,8 +15,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.endpoints.test_run_batch_files import run, write_lines
 
+from endpoints.test_run_batch_files import run, write_lines
 from freight.server.testing import LocalServer
 
 pytestmark = [
@@ -92,8 +92,7 @@ def test_freight_run_embeds_a_batch_file_on_the_local_engine(
 
 
 def test_freight_run_provider_local_embeds_a_batch_file_on_the_embedded_model(tmp_path: Path) -> None:
-    from tests.endpoints.test_run_batch_files import cli
-
+    from endpoints.test_run_batch_files import cli
     from freight.cli import app
 
     texts = {"cat": CAT, "kitten": KITTEN, "revenue": REVENUE}
