@@ -25,7 +25,7 @@ against another endpoint is another job.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from freight.runner.notify import SECRET_ENV as NOTIFY_SECRET_ENV
 from freight.runner.notify import configure as configure_notify
 from freight.runner.notify import deliver as deliver_pending  # what earlier runs left unsent (even of an ended job)
 from freight.runner.sample import SampleSettings
-from freight.store import Holder, Store
+from freight.store import Holder, Store, opened
 from freight.target import EMBEDDED, Notice, connect, prepare, quiet
 
 __all__ = [
@@ -67,15 +67,6 @@ __all__ = [
 ]
 
 # --- one call each ------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _opened(db: str | None, store: Store | None) -> Iterator[Store]:
-    if store is not None:
-        yield store
-        return
-    with Store(db) as opened:
-        yield opened
 
 
 def run(
@@ -111,7 +102,7 @@ def run(
     opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     secret = configure_notify(opts, notify, notify_secret)
     wake = listener_for(opts.provider, webhook_listen, webhook_secret)
-    with wake or contextlib.nullcontext(), _opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
+    with wake or contextlib.nullcontext(), opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease, notify_secret=secret)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")
@@ -135,7 +126,7 @@ def resume(
     """Carry on a job where it stopped, where it ran: submitted batches are polled, never submitted again. Its --notify
     URLs are kept with the job; their secret is `notify_secret` (or FREIGHT_NOTIFY_SECRET). `max_cost` sets or raises
     the job's cost cap first."""
-    with _opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
+    with opened(db, store) as st, hold(st, job_id, wait=wait) as lease:
         job = Job.find(job_id, store=st, api_key=api_key, lease=lease, notify_secret=notify_secret)
         if max_cost is not None:
             job.set_max_cost(max_cost)
@@ -149,7 +140,7 @@ def cancel(
 ) -> Report:
     """Cancel a job's batches at the provider; unfinished documents end canceled. With `wait=True`, a runner that
     holds the job is asked to stop (it sees the job canceling at its next pass and lets go), then it is canceled."""
-    with _opened(db, store) as st:
+    with opened(db, store) as st:
 
         def ask_runner_to_stop(_: Holder) -> None:
             with contextlib.suppress(FreightError):
@@ -177,6 +168,6 @@ def sample(
     """Run a representative sample synchronously (kept in the store) and return its report: first-pass rate, each
     failure and why, projected retries and cost; `report["passed"]` says whether it clears `min_first_pass`."""
     opts = prepare(input, api_key=api_key, on_notice=on_notice, **settings)
-    with _opened(db, store) as st:
+    with opened(db, store) as st:
         settings_ = SampleSettings(size=size, seed=seed, min_first_pass=min_first_pass)
         return run_sample_saved(st, opts, settings_, api_key, labels, min_accuracy, on_answer)

@@ -7,8 +7,6 @@ the provider is connected exactly as the run would connect it (the embedded serv
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +14,8 @@ from freight.runner.estimate import estimate as _estimate
 from freight.runner.estimate import observed_output
 from freight.runner.job import RunOptions
 from freight.runner.sample import load_samples
-from freight.store import Store
+from freight.store import Store, opened
 from freight.target import Notice, connect, prepare, quiet
-
-
-@contextlib.contextmanager
-def _opened(db: str | None, store: Store | None) -> Iterator[Store]:
-    if store is not None:
-        yield store
-        return
-    with Store(db) as opened:
-        yield opened
 
 
 def estimate(
@@ -66,7 +55,7 @@ def estimate_for(
     look for a stored sample's observed output."""
     observed = None
     if samples:
-        with _opened(db, store) as st:
+        with opened(db, store) as st:
             observed = observed_output(load_samples(st, opts, last=20), opts)
     with connect(opts, api_key) as provider:
         return _estimate(

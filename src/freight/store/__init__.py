@@ -2,7 +2,7 @@
 
 from freight.store.db import default_db, freight_home
 from freight.store.lease import DEFAULT_TTL, Holder, JobLease
-from freight.store.results import Store
+from freight.store.results import Store, opened
 from freight.store.store import DuplicateOutcome, UnknownRequest
 from freight.store.work import Settlement
 
@@ -16,4 +16,5 @@ __all__ = [
     "UnknownRequest",
     "default_db",
     "freight_home",
+    "opened",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -299,3 +300,13 @@ def _outcome_row(
         sync_cost_usd=sync_cost,
         recorded_at=now,
     )
+
+
+@contextlib.contextmanager
+def opened(db: str | None, store: Store | None = None) -> Iterator[Store]:
+    """`store` as it is (the caller keeps it open), or the store at `db` (None: the default), closed after."""
+    if store is not None:
+        yield store
+        return
+    with Store(db) as fresh:
+        yield fresh
