@@ -23,7 +23,7 @@ from freight.ui import create_app
 from runner.conftest import SCHEMA, write_corpus
 
 CHROMIUM = Path("/usr/bin/chromium")
-FAKE_KEY = "sk-ant-api03-FAKEUIKEY-7f3a9c0d2b"  # what a real Anthropic key looks like; searched for on every page
+FAKE_KEY = "fake-anthropic-key-for-the-ui-tests-7f3a9c0d2b"  # searched for on every page: it must never show
 MODEL = "scripted-ctx-1200"  # a 1,200-token window: the long document is chunked
 
 
