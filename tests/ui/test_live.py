@@ -63,7 +63,8 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
 
 
 def _text_is(selector: str, value: str) -> str:
-    return f"() => document.querySelector({selector!r}).textContent.trim() === {value!r}"
+    # Null-safe: after a form's POST the browser is between pages for a moment and the element is not there yet.
+    return f"() => document.querySelector({selector!r})?.textContent.trim() === {value!r}"
 
 
 def test_a_running_jobs_counts_change_on_the_page_without_a_reload(page: Any, running: Running) -> None:
