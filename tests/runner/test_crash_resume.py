@@ -11,9 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from freight.server.testing import LocalServer
 from freight.store import Store
+from freight.store.schema import outcomes, requests
 
 from .conftest import PLANTED
 
@@ -63,10 +65,17 @@ def test_sigkill_anywhere_then_resume(
     _kill_then_resume(tmp_path, corpus, server, provider, points, str(tmp_path / "f.db"))
 
 
-# Inside a page of results (runner/loop.py `_record_page`): killed once a page of outcomes is committed and before
-# any of it is settled, and killed after the page's valid documents are settled in bulk but before the rest (retries
-# to build) are settled one by one. On both databases: the page is one transaction on each.
-PAGE_POINTS = ["ingest.page_recorded", "settle.page:2", "ingest.page_recorded:3", "settle.page:4"]
+# Inside a page of results (runner/loop.py `_record_page`): killed in the middle of the page's transaction (its
+# outcomes inserted, its valid documents settled, nothing committed), killed once the page is committed (its valid
+# documents settled with it) and before the rest (retries to build) is settled one by one, and killed after a page of
+# those is settled in bulk on resume. On both databases: the page is one transaction on each.
+PAGE_POINTS = [
+    "ingest.mid_page",
+    "ingest.page_recorded",
+    "settle.page:2",
+    "ingest.mid_page:3",
+    "ingest.page_recorded:3",
+]
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -74,6 +83,17 @@ def test_sigkill_inside_a_page_then_resume(
     tmp_path: Path, corpus: Path, server: LocalServer, provider: str, db_url: str
 ) -> None:
     _kill_then_resume(tmp_path, corpus, server, provider, PAGE_POINTS, db_url)
+
+
+def _answered_and_recorded(store: Store, job_id: str) -> tuple[set[str], set[str]]:
+    with store.engine.connect() as conn:
+        answered = conn.execute(
+            sa.select(requests.c.custom_id).where(
+                requests.c.job_id == job_id, requests.c.state.in_(["done", "settled"])
+            )
+        ).scalars()
+        recorded = conn.execute(sa.select(outcomes.c.custom_id).where(outcomes.c.job_id == job_id)).scalars()
+        return set(answered), set(recorded)
 
 
 def _kill_then_resume(
@@ -109,11 +129,14 @@ def _kill_then_resume(
         done = _freight(run, {**env, "FREIGHT_CRASH_AT": point})
         if done.returncode == -9:
             killed += 1
+            with Store(db) as store:
+                (job,) = store.list_jobs()
+                answered, recorded = _answered_and_recorded(store, job.job_id)
+            # Whatever the point, a request is marked answered exactly when its outcome is in the store: a page is
+            # taken whole or not at all.
+            assert answered == recorded, f"{point}: requests answered {len(answered)}, outcomes {len(recorded)}"
             if point.startswith("ingest.page_recorded"):
-                # Killed in the window this point names: the page's outcomes are durable, none of it is settled.
-                with Store(db) as store:
-                    (job,) = store.list_jobs()
-                    assert store.unsettled(job.job_id), f"{point}: no recorded, unsettled outcome was left"
+                assert recorded, f"{point}: killed after a page was committed, yet no outcome is recorded"
         else:  # the job finished before reaching this point
             assert done.returncode == 0, done.stderr
     assert killed >= min(3, len(points)), "the crash points were not reached: the test would prove nothing"

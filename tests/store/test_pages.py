@@ -58,7 +58,7 @@ def test_a_page_of_outcomes_is_recorded_and_the_odd_ones_refused(db_url: str) ->
         page = [(f"c{i:05d}", _ok(i), 0.5, 1.0) for i in range(N)]
         page.insert(3, ("never-sent", _ok(0), 0.5, 1.0))
         page.append(("c00010", _ok(99), 0.5, 1.0))  # the same custom_id twice in one page
-        taken, refused = store.record_outcomes("j", page)
+        taken, refused, _ = store.record_outcomes("j", page)
         assert len(taken) == N - 1 and "c00007" not in taken
         assert sorted(refused) == [("c00007", "duplicate"), ("c00010", "duplicate"), ("never-sent", "unknown")]
         with store.engine.connect() as conn:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from freight.domain import FreightError, Usage
 
@@ -64,12 +64,28 @@ class PriceTable(_Frozen):
     origin: str = "the packaged table"
     # "provider/model" -> the file whose price replaced (or added) ours: what `freight prices` marks as an override.
     overrides: dict[str, str] = Field(default_factory=dict)
+    # lookup's answers by model name: the table is frozen, and a job prices every result at one or two models.
+    _found: dict[str, tuple[str, ProviderPrices, Price] | None] = PrivateAttr(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return sorted({m for p in self.providers.values() for m in p.models})
 
     def lookup(self, model: str) -> tuple[str, ProviderPrices, Price]:
         """The provider and price of `model`: `provider/model`, an exact name, or the longest name it extends."""
+        if model in self._found:
+            found = self._found[model]
+            if found is None:
+                raise UnknownModel(model, self)
+            return found
+        try:
+            found = self._lookup(model)
+        except UnknownModel:
+            self._found[model] = None
+            raise
+        self._found[model] = found
+        return found
+
+    def _lookup(self, model: str) -> tuple[str, ProviderPrices, Price]:
         provider_name, _, bare = model.rpartition("/")
         if provider_name and provider_name not in self.providers:
             raise UnknownModel(model, self)

@@ -8,7 +8,7 @@ job stops (`freight resume JOB --resubmit-unacknowledged` to send it again) rath
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from freight.domain import BatchState, Errored, ErrorKind, Expired, Outcome, Request
@@ -44,6 +44,9 @@ class BatchSteps:
     strikes: Strikes
     budget: Budget
     max_active_batches: int | None
+    poll_interval: float
+    clock: Callable[[], float]
+    _polled_at: float | None = None
 
     def note(self, message: str) -> None:
         raise NotImplementedError
@@ -181,7 +184,11 @@ class BatchSteps:
         )
         self.note(str(exc))
 
+    def _poll_due(self) -> bool:
+        return self._polled_at is None or self.clock() - self._polled_at >= self.poll_interval
+
     def poll_batches(self) -> bool:
+        self._polled_at = self.clock()
         moved = False
         for row in self.store.batches(self.job_id, ACTIVE[1:]):
             pbid = row["provider_batch_id"]

@@ -51,6 +51,10 @@ from freight.runner.stops import Strikes, advice
 from freight.runner.tokens import TokenCounter
 from freight.store import JobLease, Store
 
+# Documents turned into requests (and submitted) at a time, when nothing else sizes the batches: the first batch is
+# at the provider while the rest of a large input is still being built.
+SLICE = 5000
+
 
 @dataclass
 class Snapshot:
@@ -173,16 +177,30 @@ class Runner(BatchSteps):
         """One pass over everything that can move; True when something did."""
         self.budget.blocked = None
         moved = self.settle_unsettled()
-        moved |= self.create_first_requests()
         if self.opts.mode == "sync":
+            moved |= self.create_first_requests()
             moved |= self.run_sync()
-        else:
+            return moved
+        if self.hedger is not None or self.pace is not None:
+            moved |= self.create_first_requests()
             if self.hedger is not None:
                 moved |= self.hedger.step(self)  # before packing: once hedged, nothing new goes into a batch
             moved |= self.submit_pending()
-            moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
-            moved |= self.poll_batches()
+        else:
+            # A batch's worth of documents at a time: the first batch is at the provider while the next is built,
+            # and batches that end meanwhile are taken in between (at the poll interval), not after the last submit.
+            while self.create_first_requests(limit=self._slice()):
+                moved = True
+                moved |= self.submit_pending()
+                if self._poll_due():
+                    moved |= self.poll_batches()
+            moved |= self.submit_pending()
+        moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
+        moved |= self.poll_batches()
         return moved
+
+    def _slice(self) -> int:
+        return min(self.batch_size or SLICE, self.provider.limits.max_requests_per_batch, SLICE)
 
     def _finished(self) -> bool:
         counts = self.store.item_counts(self.job_id)
@@ -227,26 +245,26 @@ class Runner(BatchSteps):
 
     # --- building and sending -------------------------------------------------------------------------------------
 
-    def create_first_requests(self) -> bool:
+    def create_first_requests(self, limit: int | None = None) -> bool:
+        """Build and record the first request of pending documents (all of them, or about `limit`)."""
         template = self.opts.template()
-        made = False
-        while True:
+        made = 0
+        while limit is None or made < limit:
             batch: list[Request] = []
-            for item in self.store.iter_items(self.job_id, ItemState.PENDING):
+            for item in self.store.iter_items(self.job_id, ItemState.PENDING, limit=PAGE):
                 batch.append(
                     build_request(
                         template, custom_id=base_custom_id(item.item_id), item_id=item.item_id, document=item.text
                     )
                 )
-                if len(batch) >= 500:
-                    break
             if not batch:
-                return made
+                break
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
             # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
             self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
-            made = True
+            made += len(batch)
+        return made > 0
 
     def run_sync(self) -> bool:
         requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
@@ -327,15 +345,18 @@ class Runner(BatchSteps):
         self._record_page([(custom_id, outcome)], batch=batch, quiet_duplicate=quiet_duplicate)
 
     def _record_page(self, page: list[tuple[str, Outcome]], *, batch: bool, quiet_duplicate: bool = False) -> None:
-        """Commit a page of outcomes in one transaction, then act on them (settle). The order is the durability
-        guarantee: nothing is acted on before its outcome is durable, and a crash in between leaves `done` requests
-        that the next pass settles."""
+        """Commit a page of outcomes in one transaction, and act on them (settle). The order is the durability
+        guarantee: nothing is acted on before its outcome is durable. The common case (a valid reply to a whole
+        document) is settled in the transaction that records it; the rest is settled after the commit, and a crash
+        in between leaves `done` requests that the next pass settles."""
         if not page:
             return
         usages = [(cid, o.usage if isinstance(o, Succeeded | Errored) else Usage()) for cid, o in page]
         costs = self.settler.page_costs(usages, batch)
-        taken, refused = self.store.record_outcomes(
-            self.job_id, [(cid, o, *cost) for (cid, o), cost in zip(page, costs, strict=True)]
+        taken, refused, settled = self.store.record_outcomes(
+            self.job_id,
+            [(cid, o, *cost) for (cid, o), cost in zip(page, costs, strict=True)],
+            self.settler.decider(),
         )
         for _ in taken:
             crashpoint("ingest.recorded")
@@ -345,7 +366,8 @@ class Runner(BatchSteps):
                 self.note(f"job {self.job_id}: a result arrived for custom_id {cid!r}, which it never sent")
             elif not quiet_duplicate:
                 self.note(f"custom_id {cid} was answered twice; the first answer was kept")
-        self.settler.settle_page(taken)
+        done = set(settled)
+        self.settler.settle_page([cid for cid in taken if cid not in done])
 
     def settle_unsettled(self) -> bool:
         pending = self.store.unsettled(self.job_id)

@@ -18,6 +18,8 @@ from freight.runner.job import RunOptions
 from freight.runner.vectors import VectorWriter
 from freight.store import Store
 
+_TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+
 
 def priced(store: Store, job_id: str) -> bool:
     """False once any of the job's requests (or its sample) had no price: its costs then read unknown, never $0."""
@@ -59,10 +61,13 @@ def _stamped_lines(
         for row, reqs in page:
             state = ItemState(row["state"])
             output = row["output"] or {}
-            usage = {
-                k: sum(int(r[k] or 0) for r in reqs)
-                for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
-            }
+            if len(reqs) == 1:  # most documents: one request, nothing to add up
+                (r,) = reqs
+                usage = {k: int(r[k] or 0) for k in _TOKENS}
+                cost = float(r["cost_usd"] or 0)
+            else:
+                usage = {k: sum(int(r[k] or 0) for r in reqs) for k in _TOKENS}
+                cost = sum(float(r["cost_usd"] or 0) for r in reqs)
             line = {
                 "id": row["item_id"],
                 "custom_ids": [r["custom_id"] for r in reqs],
@@ -74,7 +79,7 @@ def _stamped_lines(
                 "fixes": [r["fix"] for r in reqs if r["fix"]],
                 "first_pass": state is ItemState.SUCCEEDED and len(reqs) == 1,
                 "usage": usage,
-                "cost_usd": round(sum(float(r["cost_usd"] or 0) for r in reqs), 6) if known else None,
+                "cost_usd": round(cost, 6) if known else None,
             }
             yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs], row["updated_at"]
 

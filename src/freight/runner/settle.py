@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freight.domain import Canceled, ItemState, JobState, Request, StopReason, Succeeded, Usage
+from freight.domain import Canceled, ItemState, JobState, Outcome, Request, StopReason, Succeeded, Usage
 from freight.providers import Provider
 from freight.runner.chunking import average_vectors, is_vector, merge_outputs
 from freight.runner.crash import crashpoint
@@ -16,7 +18,7 @@ from freight.runner.inputs import input_kind
 from freight.runner.job import RunOptions
 from freight.runner.remediate import Context, failure_of, remedy
 from freight.runner.validate import check
-from freight.store import Settlement, Store
+from freight.store import Decide, PageRow, Settlement, Store
 
 log = logging.getLogger(__name__)
 _EXAMPLES = 2
@@ -62,11 +64,51 @@ class Settler:
             models = {cid: row["request"].model for cid, row in rows.items()}
         return [self._priced(models.get(cid, self.opts.model), usage, batch) for cid, usage in entries]
 
+    def decider(self) -> Decide:
+        """What `Store.record_outcomes` calls to settle a page in the transaction that records it."""
+        job = self.store.get_job(self.job_id)
+        canceling = job is not None and job.state in (JobState.CANCELING, JobState.CANCELED)
+        return _InHand(self, canceling, bodies=self.opts.schema is None and self._ready_made(""))
+
+    def decide(
+        self, rows: Sequence[PageRow], found: Mapping[str, Outcome], canceling: bool
+    ) -> tuple[list[Settlement], list[str]]:
+        """Split a page into what settles in bulk and what needs `settle` one by one. The common case, a whole
+        document whose reply is valid (or whose item is final already), goes in bulk; a retry to build, a part to
+        merge, a canceled job, a document twice in the page go one by one."""
+        bulk: list[Settlement] = []
+        later: list[str] = []
+        seen: set[str] = set()
+        for row in rows:
+            cid, outcome = row.custom_id, found.get(row.custom_id)
+            if outcome is None or row.state == "settled":
+                continue
+            item_id = row.item_id
+            if row.item_state is None or item_id in seen or row.part is not None:
+                later.append(cid)
+                continue
+            if row.item_state.terminal:
+                bulk.append(Settlement(cid, item_id))
+            elif canceling or not isinstance(outcome, Succeeded) or outcome.stop_reason is StopReason.MAX_TOKENS:
+                later.append(cid)
+                continue
+            else:
+                schema = self.opts.schema
+                if schema is None and row.request is not None:
+                    schema = row.request.output_schema
+                checked = check(outcome, schema)
+                if not checked.ok:
+                    later.append(cid)
+                    continue
+                output = {"value": checked.value, "meta": {}}
+                bulk.append(Settlement(cid, item_id, item_state=ItemState.SUCCEEDED, output=output))
+            seen.add(item_id)
+        return bulk, later
+
     def settle_page(self, custom_ids: list[str]) -> None:
-        """Settle a page of recorded outcomes. The common case, a whole document whose reply is valid (or whose item
-        is final already), is decided from three queries and written in one transaction (`Store.settle_many`);
-        what needs more (a retry to build, a part to merge, a canceled job, a document twice in the page) is then
-        settled one by one, as `settle` does. A crash between the two leaves those `done`, settled on resume."""
+        """Settle a page of recorded outcomes (a run stopped between recording and settling them, or they needed
+        more than the page in hand): the bulk from three queries in one transaction (`Store.settle_many`), the rest
+        one by one. A crash between the two leaves those `done`, settled on resume."""
         if not custom_ids:
             return
         rows = self.store.requests_of(self.job_id, custom_ids)
@@ -75,36 +117,32 @@ class Settler:
         job = self.store.get_job(self.job_id)
         assert job is not None
         canceling = job.state in (JobState.CANCELING, JobState.CANCELED)
-        bulk: list[Settlement] = []
-        later: list[str] = []
-        seen: set[str] = set()
+        page = []
         for cid in custom_ids:
-            row, outcome = rows.get(cid), found.get(cid)
-            if row is None or outcome is None or row["state"] == "settled":
+            row = rows.get(cid)
+            if row is None:
                 continue
-            item_id = row["item_id"]
-            item = item_rows.get(item_id)
-            if item is None or item_id in seen or row["part"] is not None:
-                later.append(cid)
-                continue
-            if item.state.terminal:
-                bulk.append(Settlement(cid, item_id))
-            elif canceling or not isinstance(outcome, Succeeded) or outcome.stop_reason is StopReason.MAX_TOKENS:
-                later.append(cid)
-                continue
-            else:
-                checked = check(outcome, self._schema(row["request"]))
-                if not checked.ok:
-                    later.append(cid)
-                    continue
-                output = {"value": checked.value, "meta": {}}
-                bulk.append(Settlement(cid, item_id, item_state=ItemState.SUCCEEDED, output=output))
-            seen.add(item_id)
+            item = item_rows.get(row["item_id"])
+            page.append(
+                PageRow(
+                    cid,
+                    row["state"],
+                    row["item_id"],
+                    row["part"],
+                    row["mode"],
+                    item.state if item is not None else None,
+                    row["request"],
+                )
+            )
+        bulk, later = self.decide(page, found, canceling)
         self.store.settle_many(self.job_id, bulk)
         crashpoint("settle.page")
         for _ in bulk:
             crashpoint("ingest.settled")
-        for cid in later:
+        self.settle_each(later)
+
+    def settle_each(self, custom_ids: Sequence[str]) -> None:
+        for cid in custom_ids:
             self.settle(cid)
             crashpoint("ingest.settled")
 
@@ -235,3 +273,17 @@ class Settler:
             if len(found) >= _EXAMPLES:
                 break
         return found
+
+
+@dataclass
+class _InHand:
+    """`Settler.decide` for the page being recorded: its bulk part is settled in the recording transaction."""
+
+    settler: Settler
+    canceling: bool
+    bodies: bool
+
+    def __call__(self, rows: Sequence[PageRow], outcomes: Mapping[str, Outcome]) -> list[Settlement]:
+        bulk = self.settler.decide(rows, outcomes, self.canceling)[0]
+        crashpoint("ingest.mid_page")  # inside the page's transaction: a kill here leaves none of the page
+        return bulk

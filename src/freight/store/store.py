@@ -163,20 +163,24 @@ class StoreBase:
             )
         return _item(row) if row else None
 
-    def iter_items(self, job_id: str, state: ItemState | None = None) -> Iterator[Item]:
-        """Items in input order, fetched page by page."""
+    def iter_items(self, job_id: str, state: ItemState | None = None, limit: int | None = None) -> Iterator[Item]:
+        """Items in input order (the first `limit` of them), fetched page by page."""
         last = -1
-        while True:
+        left = limit
+        while left is None or left > 0:
             q = items.select().where(items.c.job_id == job_id, items.c.seq > last)
             if state is not None:
                 q = q.where(items.c.state == state.value)
+            page = _CHUNK if left is None else min(_CHUNK, left)
             with self._read() as conn:
-                rows = conn.execute(q.order_by(items.c.seq).limit(_CHUNK)).mappings().all()
+                rows = conn.execute(q.order_by(items.c.seq).limit(page)).mappings().all()
             if not rows:
                 return
             for r in rows:
                 yield _item(r)
             last = rows[-1]["seq"]
+            if left is not None:
+                left -= len(rows)
 
     def item_row(self, job_id: str, item_id: str) -> dict[str, Any]:
         with self._read() as conn:

@@ -99,22 +99,27 @@ class WorkStore(StoreBase):
         moves: dict[str, ItemState],
         outputs: dict[str, Any] | None = None,
         errors: dict[str, dict[str, Any]] | None = None,
+        known: dict[str, str] | None = None,
     ) -> None:
         """Move many items at once, each checked against the transition table as `_set_item_state` does; items
-        already in their new state (with nothing to write) are left alone."""
+        already in their new state (with nothing to write) are left alone. `known`: the items' states as read in this
+        same transaction, when the caller has them (not read again)."""
         outputs, errors = outputs or {}, errors or {}
         ids = list(moves)
         now = _now()
         changes: list[dict[str, Any]] = []
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            current = dict(
-                conn.execute(
-                    sa.select(items.c.item_id, items.c.state).where(
-                        items.c.job_id == job_id, items.c.item_id.in_(chunk)
-                    )
-                ).all()
-            )
+            if known is not None and all(i in known for i in chunk):
+                current = known
+            else:
+                current = dict(
+                    conn.execute(
+                        sa.select(items.c.item_id, items.c.state).where(
+                            items.c.job_id == job_id, items.c.item_id.in_(chunk)
+                        )
+                    ).all()
+                )
             for item_id in chunk:
                 if item_id not in current:  # a ready-made request line whose item row is gone: nothing to move
                     continue
