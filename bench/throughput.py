@@ -1,6 +1,6 @@
 """freight's overhead against the bare SDK, on the same server and the same prompts.
 
-    python bench/throughput.py [--n 10000] [--provider anthropic|openai] [--max-tokens 64]
+    python bench/throughput.py [--n 10000] [--provider anthropic|openai] [--max-tokens 64] [--db postgresql://...]
 
 Each client gets a fresh `freight serve --engine scripted --time-scale 0.0001 --faults window=1000000000` (a window
 that never closes) in its own process, and a fresh store:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -105,48 +104,53 @@ def bare_openai(api_key: str, base_url: str, n: int, max_tokens: int) -> float:
 BARE = {"anthropic": bare_anthropic, "openai": bare_openai}
 
 
-def run_bare(srv: LocalServer, provider: str, n: int, max_tokens: int) -> tuple[float, float]:
+def run_bare(srv: LocalServer, root: Path, provider: str, n: int, max_tokens: int) -> tuple[float, float, float]:
     """The bare SDK as a program of its own, as a user would run it: (wall time from launch to exit, the part after
-    `import`). freight run is timed the same way, so both pay the interpreter and the SDK's import."""
+    `import`, its peak RSS in MB). freight run is timed the same way, so both pay the interpreter and the SDK's
+    import."""
     args = [sys.executable, __file__, "--bare-child", provider, "--n", str(n), "--max-tokens", str(max_tokens)]
     env = {**os.environ, "BENCH_KEY": srv.api_key, "BENCH_URL": srv.url_for(provider)}
-    t0 = time.monotonic()
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if done.returncode != 0:
-        sys.exit(f"the bare SDK exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return wall, float(done.stdout.strip().splitlines()[-1])
+    wall, rss, out = _timed(args, env, root / "bare.log")
+    return wall, float(out.strip().splitlines()[-1]), rss
 
 
-def run_freight(srv: LocalServer, root: Path, provider: str, n: int, max_tokens: int) -> tuple[float, float, Path]:
+def _timed(args: list[str], env: dict[str, str], log: Path) -> tuple[float, float, str]:
+    """Run a program to its end: (wall seconds, its own peak RSS in MB, what it printed). Reaped here, for the
+    child's own peak RSS (KiB on Linux): RUSAGE_CHILDREN would report the largest of all children so far."""
+    with log.open("w") as out:
+        t0 = time.monotonic()
+        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{args[1:4]} exited {code}:\n{log.read_text()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, log.read_text()
+
+
+def run_freight(
+    srv: LocalServer, root: Path, provider: str, n: int, max_tokens: int, store_url: str | None
+) -> tuple[float, float, str]:
     docs = root / "docs.jsonl"
     with docs.open("w") as f:
         for i in range(n):
             f.write(json.dumps({"id": f"doc-{i:06d}", "text": text(i)}) + "\n")
-    db = root / "freight.db"
+    db = store_url or str(root / "freight.db")
     args = [
         sys.executable, "-m", "freight", "run", str(docs), "--prompt-text", PROMPT, "--no-sample",
         "--poll-interval", "0.5", "--provider", provider, "--model", MODELS[provider],
-        "--max-tokens", str(max_tokens), "--base-url", srv.url_for(provider), "--db", str(db),
+        "--max-tokens", str(max_tokens), "--base-url", srv.url_for(provider), "--db", db,
         "--out", str(root / "out"),
     ]  # fmt: skip
     env = {**os.environ, KEY_ENV[provider]: srv.api_key}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.monotonic()
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if done.returncode != 0:
-        sys.exit(f"freight run exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    # ru_maxrss of children is the largest child so far (KiB on Linux): the server runs in another process that
-    # is still alive, so the only child that has finished and been waited for is freight run itself.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024, db
+    wall, rss, _ = _timed(args, env, root / "freight-run.log")
+    return wall, rss, db
 
 
-def phases(db: Path, wall: float, t_start: float) -> list[tuple[str, float]]:
+def phases(db: str, wall: float, t_start: float) -> list[tuple[str, float]]:
     """freight's time by phase, from its own events: each phase from its first event to its last."""
-    store = Store(str(db))
-    job = store.list_jobs()[0]
+    store = Store(db)
+    job = max(store.list_jobs(), key=lambda j: j.created_at or datetime.min)  # a shared store holds earlier runs
     evs = store.events(job.job_id)
 
     def at(e: dict[str, Any]) -> float:
@@ -178,6 +182,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--provider", choices=sorted(MODELS), default="anthropic")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--db", help="freight's store (default: a fresh SQLite file), e.g. postgresql://127.0.0.1/test")
     ap.add_argument("--bare-child", choices=sorted(MODELS), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare_child:
@@ -188,15 +193,15 @@ def main() -> None:
         (root / "bare").mkdir()
         (root / "freight").mkdir()
         with server(root / "bare", "bare") as srv:
-            floor, after_import = run_bare(srv, a.provider, a.n, a.max_tokens)
+            floor, after_import, bare_rss = run_bare(srv, root / "bare", a.provider, a.n, a.max_tokens)
         with server(root / "freight", "freight") as srv:
             t_start = time.time()
-            wall, rss, db = run_freight(srv, root / "freight", a.provider, a.n, a.max_tokens)
+            wall, rss, db = run_freight(srv, root / "freight", a.provider, a.n, a.max_tokens, a.db)
         split = phases(db, wall, t_start)
-    print(f"{a.n:,} requests, {a.provider}, max_tokens {a.max_tokens}")
+    print(f"{a.n:,} requests, {a.provider}, max_tokens {a.max_tokens}, store {'PostgreSQL' if a.db else 'SQLite'}")
     print("| client | wall time | vs the bare SDK | peak RSS |")
     print("|---|---|---|---|")
-    print(f"| the bare {a.provider} SDK (a script: launch to exit) | {floor:.1f} s | 1.0x | |")
+    print(f"| the bare {a.provider} SDK (a script: launch to exit) | {floor:.1f} s | 1.0x | {bare_rss:.0f} MB |")
     print(f"| `freight run` | {wall:.1f} s | {wall / floor:.1f}x | {rss:.0f} MB |")
     print(f"the bare SDK's script spent {floor - after_import:.1f} s starting Python and importing the SDK")
     print("freight by phase: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in split))

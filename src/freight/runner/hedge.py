@@ -257,9 +257,9 @@ def _clock(epoch: float | None) -> str:
 def hedge_summary(store: Store, job_id: str) -> dict[str, Any] | None:
     """For the report: whether and why the job hedged, which way each document went, and the discount kept."""
     started = store.events(job_id, kind="hedge.started")
-    paths = store.request_paths(job_id)
     if not started:
         return None
+    paths = store.request_paths(job_id)
     event = started[0]["data"]
     by_item: dict[str, list[dict[str, Any]]] = {}
     for row in paths:

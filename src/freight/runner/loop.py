@@ -187,14 +187,13 @@ class Runner(BatchSteps):
                 moved |= self.hedger.step(self)  # before packing: once hedged, nothing new goes into a batch
             moved |= self.submit_pending()
         else:
-            # A batch's worth of documents at a time: the first batch is at the provider while the next is built,
-            # and batches that end meanwhile are taken in between (at the poll interval), not after the last submit.
-            while self.create_first_requests(limit=self._slice()):
-                moved = True
-                moved |= self.submit_pending()
-                if self._poll_due():
-                    moved |= self.poll_batches()
+            # A batch's worth of documents a pass: the first batch is at the provider while the next is built, and
+            # between passes the loop shows progress, renews its lease and sees a cancel, as on any pass.
+            created = self.create_first_requests(limit=self._slice())
+            moved |= created
             moved |= self.submit_pending()
+            if created and not self._poll_due():
+                return True  # batches that end meanwhile are taken in at the poll interval, not after the last submit
         moved |= self.run_sync()  # requests of a batch job that no batch can carry (tools)
         moved |= self.poll_batches()
         return moved

@@ -37,6 +37,18 @@ class PageRow:
 
 # What a results line is made of, of an item's columns (`Store.item_pages`).
 _LINE_COLUMNS = (items.c.item_id, items.c.seq, items.c.state, items.c.output, items.c.error, items.c.updated_at)
+_LINE_KEYS = tuple(c.name for c in _LINE_COLUMNS)
+_REQUEST_COLUMNS = (
+    requests.c.item_id,
+    requests.c.custom_id,
+    requests.c.fix,
+    outcomes.c.input_tokens,
+    outcomes.c.output_tokens,
+    outcomes.c.cache_write_tokens,
+    outcomes.c.cache_read_tokens,
+    outcomes.c.cost_usd,
+)
+_REQUEST_KEYS = tuple(c.name for c in _REQUEST_COLUMNS)
 
 
 class Recorded(NamedTuple):
@@ -299,36 +311,28 @@ class Store(WorkStore, ClaimStore, DeadlineStore, OutboxStore):
             where.append(items.c.updated_at >= updated_since)
         while True:
             with self._read() as conn:
-                # Not the document's text: a results line does not carry it, and it is the widest column.
+                # Not the document's text: a results line does not carry it, and it is the widest column. Rows are
+                # fetched whole and zipped into dicts: a page is 500 of them, and this is the report's hot loop.
                 page = [
-                    dict(r)
+                    dict(zip(_LINE_KEYS, r, strict=True))
                     for r in conn.execute(
                         sa.select(*_LINE_COLUMNS).where(*where, items.c.seq > last).order_by(items.c.seq).limit(_CHUNK)
-                    ).mappings()
+                    ).all()
                 ]
                 if not page:
                     return
                 reqs = conn.execute(
-                    sa.select(
-                        requests.c.item_id,
-                        requests.c.custom_id,
-                        requests.c.fix,
-                        outcomes.c.input_tokens,
-                        outcomes.c.output_tokens,
-                        outcomes.c.cache_write_tokens,
-                        outcomes.c.cache_read_tokens,
-                        outcomes.c.cost_usd,
-                    )
+                    sa.select(*_REQUEST_COLUMNS)
                     .outerjoin(
                         outcomes,
                         sa.and_(outcomes.c.job_id == requests.c.job_id, outcomes.c.custom_id == requests.c.custom_id),
                     )
                     .where(requests.c.job_id == job_id, requests.c.item_id.in_([r["item_id"] for r in page]))
                     .order_by(requests.c.created_at, requests.c.custom_id)
-                ).mappings()
+                ).all()
                 by_item: dict[str, list[dict[str, Any]]] = {}
                 for r in reqs:
-                    by_item.setdefault(r["item_id"], []).append(dict(r))
+                    by_item.setdefault(r[0], []).append(dict(zip(_REQUEST_KEYS, r, strict=True)))
             yield [(row, by_item.get(row["item_id"], [])) for row in page]
             last = page[-1]["seq"]
 

@@ -258,6 +258,17 @@ def _dashboard_indexes(conn: sa.Connection) -> None:
     )
 
 
+def _items_in_order(conn: sa.Connection) -> None:
+    # results.jsonl, the report and the feed read a job's items page by page in input order (seq > last ORDER BY
+    # seq LIMIT 500): without this index each page sorted the whole job again (at 100,000 documents, 12 ms a page).
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_job_seq ON items (job_id, seq)")
+    # The runner takes pending documents the same way: by state, then in input order, without walking past the
+    # documents already in flight.
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_job_state_seq ON items (job_id, state, seq)")
+    # And results.jsonl's feed reads only the documents that changed since its last append.
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_job_updated ON items (job_id, updated_at)")
+
+
 def _workers(conn: sa.Connection) -> None:
     job_queue.create(conn)
     workers.create(conn)
@@ -272,4 +283,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
     (7, "freight schedule: files taken and the jobs they went to", _schedule),
     (9, "dashboard indexes: requests by fix, outcomes by time", _dashboard_indexes),
+    (11, "items in input order: an index for reading a job's items page by page", _items_in_order),
 ]
