@@ -23,7 +23,7 @@ from freight.runner.listen import WebhookListener
 from freight.runner.loop import Runner, Snapshot
 from freight.runner.notify import deliver, event
 from freight.runner.pace import Pace
-from freight.runner.report import build_report, priced, render_report
+from freight.runner.report import Written, build_report, priced, render_report
 from freight.runner.sample import GATE_THRESHOLD_DOCUMENTS, SampleSettings, run_sample, save_sample
 from freight.store import Holder, JobLease, Store
 from freight.target import EMBEDDED_MAX_POLL, EMBEDDED_POLL, Notice, connect, quiet
@@ -267,7 +267,7 @@ class Job:
         finally:  # what the run announced (completed, stopped ...), and anything an earlier run left unsent
             feed.close()
             self.deliver_notifications()
-        return self.report()
+        return self.report(written=feed)
 
     def cancel(self) -> Report:
         """Cancel the job's batches at the provider; unfinished documents end canceled."""
@@ -282,9 +282,11 @@ class Job:
         """Send the job's pending --notify events (signed with `notify_secret`); returns how many are left unsent."""
         return deliver(self.store, self.job_id, self.notify_secret, on_notice=self.on_notice)
 
-    def report(self) -> Report:
+    def report(self, written: Written | None = None) -> Report:
+        """The report, and results.jsonl, failures.jsonl and report.json in the output folder (`written`: the lines
+        a run's feed wrote as it went, put in input order when they are complete)."""
         out = self.out_dir()
-        return Report(build_report(self.store, self.job_id, write_to=out), out)
+        return Report(build_report(self.store, self.job_id, write_to=out, written=written), out)
 
 
 def run_sample_saved(
@@ -306,5 +308,3 @@ def run_sample_saved(
         judge(report, labels, min_accuracy)
     report["sample_id"] = save_sample(store, opts, report)
     return report
-
-

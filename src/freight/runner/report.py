@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from freight.domain import ItemState
 from freight.runner.hedge import hedge_summary, render_hedge
@@ -44,19 +44,21 @@ def _item_lines(
     """Each line, with what each of its attempts cost by the fix that made it ("first_pass" for the first). Read a
     page of documents at a time (two queries per 500), never a query per document. `which`: `Store.item_pages`'s
     filters (states, updated_since)."""
-    for line, spent, _ in _stamped_lines(store, job_id, known, **which):
+    for line, spent, _, _ in _stamped_lines(store, job_id, known, **which):
         yield line, spent
 
 
-def stamped_results(store: Store, job_id: str, **which: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-    """`item_results`'s lines, each with when its document last changed (`items.updated_at`)."""
-    for line, _, updated in _stamped_lines(store, job_id, priced(store, job_id), **which):
-        yield line, updated
+def stamped_results(
+    store: Store, job_id: str, known: bool, **which: Any
+) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]], Any, int]]:
+    """`item_results`'s lines (costs shown when `known`), each with what each attempt cost by fix, when its
+    document last changed (`items.updated_at`) and its place in the input (`items.seq`)."""
+    yield from _stamped_lines(store, job_id, known, **which)
 
 
 def _stamped_lines(
     store: Store, job_id: str, known: bool, **which: Any
-) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]], Any]]:
+) -> Iterator[tuple[dict[str, Any], list[tuple[str, float]], Any, int]]:
     for page in store.item_pages(job_id, **which):
         for row, reqs in page:
             state = ItemState(row["state"])
@@ -81,47 +83,50 @@ def _stamped_lines(
                 "usage": usage,
                 "cost_usd": round(cost, 6) if known else None,
             }
-            yield line, [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs], row["updated_at"]
+            spent = [(r["fix"] or "first_pass", float(r["cost_usd"] or 0)) for r in reqs]
+            yield line, spent, row["updated_at"], row["seq"]
 
 
-def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dict[str, Any]:
-    """The report; with `write_to`, also results.jsonl and failures.jsonl there, streamed item by item."""
-    failed_by: Counter[str] = Counter()
-    by_fix: dict[str, float] = {}
+class Tally:
+    """The report's counts, added up line by line (by `build_report`, or by the feed as it writes the lines)."""
+
+    def __init__(self) -> None:
+        self.failed_by: Counter[str] = Counter()
+        self.by_fix: dict[str, float] = {}
+        self.documents = self.succeeded = self.first_pass = 0
+
+    def add(self, line: dict[str, Any], spent: list[tuple[str, float]]) -> None:
+        for fix, dollars in spent:
+            self.by_fix[fix] = self.by_fix.get(fix, 0.0) + dollars
+        self.documents += 1
+        self.succeeded += line["status"] == "succeeded"
+        self.first_pass += line["first_pass"]
+        if line["status"] != "succeeded":
+            self.failed_by[(line["error"] or {}).get("kind", line["status"])] += 1
+
+
+class Written(Protocol):
+    """Lines already written for a job while it ran (`runner/feed.py`): when they are every document's final line,
+    `build_report` puts them in input order instead of building each line again."""
+
+    def ordered_copy(self, store: Store, job_id: str, known: bool, write_to: Path) -> Tally | None: ...
+
+
+def build_report(
+    store: Store, job_id: str, write_to: Path | None = None, written: Written | None = None
+) -> dict[str, Any]:
+    """The report; with `write_to`, also results.jsonl and failures.jsonl there, streamed item by item (or, when
+    `written` holds every document's final line already, those lines put in input order)."""
     known = priced(store, job_id)
-    documents = succeeded = first_pass = 0
-    files = None
-    vectors: VectorWriter | None = None
     job = store.get_job(job_id)
-    if write_to is not None:
-        write_to.mkdir(parents=True, exist_ok=True)
-        files = (
-            (write_to / "results.jsonl").open("w", encoding="utf-8"),
-            (write_to / "failures.jsonl").open("w", encoding="utf-8"),
-        )
-        if job is not None and RunOptions.from_config(job.config).api == "embeddings":
-            vectors = VectorWriter(write_to)
-    try:
-        for line, spent in _item_lines(store, job_id, known):
-            for fix, dollars in spent:
-                by_fix[fix] = by_fix.get(fix, 0.0) + dollars
-            documents += 1
-            succeeded += line["status"] == "succeeded"
-            first_pass += line["first_pass"]
-            if line["status"] != "succeeded":
-                failed_by[(line["error"] or {}).get("kind", line["status"])] += 1
-            if files:
-                text = json.dumps(line, ensure_ascii=False) + "\n"
-                files[0].write(text)
-                if line["status"] != "succeeded":
-                    files[1].write(text)
-            if vectors is not None and line["status"] == "succeeded":
-                vectors.add(line["id"], line["output"])
-    finally:
-        for f in files or ():
-            f.close()
-        if vectors is not None:
-            vectors.close()
+    embeddings = job is not None and RunOptions.from_config(job.config).api == "embeddings"
+    tally = None
+    if written is not None and write_to is not None and not embeddings:
+        tally = written.ordered_copy(store, job_id, known, write_to)
+    if tally is None:
+        tally = _write_lines(store, job_id, known, write_to, embeddings)
+    failed_by, by_fix = tally.failed_by, tally.by_fix
+    documents, succeeded, first_pass = tally.documents, tally.succeeded, tally.first_pass
     totals = store.totals(job_id)
     report = {
         "job": job_id,
@@ -157,6 +162,36 @@ def build_report(store: Store, job_id: str, write_to: Path | None = None) -> dic
     if write_to is not None:
         (write_to / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _write_lines(store: Store, job_id: str, known: bool, write_to: Path | None, embeddings: bool) -> Tally:
+    tally = Tally()
+    files = None
+    vectors: VectorWriter | None = None
+    if write_to is not None:
+        write_to.mkdir(parents=True, exist_ok=True)
+        files = (
+            (write_to / "results.jsonl").open("w", encoding="utf-8"),
+            (write_to / "failures.jsonl").open("w", encoding="utf-8"),
+        )
+        if embeddings:
+            vectors = VectorWriter(write_to)
+    try:
+        for line, spent in _item_lines(store, job_id, known):
+            tally.add(line, spent)
+            if files:
+                text = json.dumps(line, ensure_ascii=False) + "\n"
+                files[0].write(text)
+                if line["status"] != "succeeded":
+                    files[1].write(text)
+            if vectors is not None and line["status"] == "succeeded":
+                vectors.add(line["id"], line["output"])
+    finally:
+        for f in files or ():
+            f.close()
+        if vectors is not None:
+            vectors.close()
+    return tally
 
 
 def _costs(totals: dict[str, float], sample: float, by_fix: dict[str, float], known: bool) -> dict[str, Any]:

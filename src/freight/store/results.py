@@ -297,6 +297,23 @@ class Store(WorkStore, ClaimStore, DeadlineStore, OutboxStore):
                 found.update({r["item_id"]: _item(r) for r in rows})
         return found
 
+    def changed_after_final(self, job_id: str) -> bool:
+        """Whether any outcome was recorded after its document became final (another part of a split document, a
+        duplicate the hedge allowed ...): that document's results line changed after it was first written."""
+        late = (
+            sa.select(sa.literal(1))
+            .select_from(
+                outcomes.join(
+                    requests,
+                    sa.and_(requests.c.job_id == outcomes.c.job_id, requests.c.custom_id == outcomes.c.custom_id),
+                ).join(items, sa.and_(items.c.job_id == requests.c.job_id, items.c.item_id == requests.c.item_id))
+            )
+            .where(outcomes.c.job_id == job_id, outcomes.c.recorded_at > items.c.updated_at)
+            .limit(1)
+        )
+        with self._read() as conn:
+            return conn.execute(late).first() is not None
+
     def item_pages(
         self, job_id: str, *, states: Iterable[str] | None = None, updated_since: datetime | None = None
     ) -> Iterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
