@@ -45,6 +45,7 @@ _RUN_ONLY = {
     "dry_run",  # a forecast runs nothing: `freight estimate` gives it without queueing a job
     "webhook_listen",  # a worker polls; a listener belongs to the process that follows a batch
     "webhook_secret",
+    "follow",  # submit has its own --follow (below): it always hands the job to the workers
 }
 
 _ONE_MACHINE = (
