@@ -232,9 +232,10 @@ def workers(
     for w in found:
         state = w.state if w.alive else "dead (no heartbeat)"
         holds = ", ".join(w.claims) or "nothing"
+        helping = f"  stepping {', '.join(w.batches)}" if w.batches else ""
         typer.echo(
             f"{w.worker_id}  pid {w.pid} on {w.host}  {state}  {len(w.claims)}/{w.concurrency} slots: {holds}  "
-            f"last heartbeat {_ago(w.heartbeat_at)}"
+            f"last heartbeat {_ago(w.heartbeat_at)}{helping}"
         )
     waiting = [q for q in queued if not any(q["job_id"] in w.claims for w in found)]
     typer.echo(f"queue: {len(queued)} open job(s), {len(waiting)} waiting for a worker")

@@ -90,6 +90,12 @@ batches = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=True),
+    # Step claims (migration 10, store/claims.py): the worker slot polling or ingesting this batch now, until when
+    # its claim holds without a heartbeat; when the batch was last polled (by anyone); who ingested it.
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claim_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("polled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ingested_by", sa.String(64), nullable=True),
     sa.Index("ix_batches_job_state", "job_id", "state"),
 )
 
@@ -263,6 +269,20 @@ def _workers(conn: sa.Connection) -> None:
     workers.create(conn)
 
 
+_STEP_CLAIM_COLUMNS = ("claimed_by", "claim_expires_at", "polled_at", "ingested_by")
+
+
+def _step_claims(conn: sa.Connection) -> None:
+    # A store made by this freight has the columns from `_initial` (which creates tables as defined above): only an
+    # older store gains them here.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("batches")}
+    for name in _STEP_CLAIM_COLUMNS:
+        if name not in have:
+            column = batches.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE batches ADD COLUMN {name} {kind}")
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
@@ -272,4 +292,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
     (7, "freight schedule: files taken and the jobs they went to", _schedule),
     (9, "dashboard indexes: requests by fix, outcomes by time", _dashboard_indexes),
+    (10, "step claims: the worker polling or ingesting a batch, and who ingested it", _step_claims),
 ]
