@@ -262,8 +262,8 @@ class ClaimStore(BatchStore, LeaseStore):
             if conn.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             row = conn.execute(q).mappings().first()
-            if row is None:
-                return None
+            if row is None or (step == "ingest" and row["ingested_at"] is not None):
+                return None  # locked by a claimer this instant, or ingested since the caller looked
             was, until = row["claimed_by"], _aware(row["claim_expires_at"])
             if was is not None and was != owner and until is not None and until > now:
                 return None
