@@ -112,3 +112,24 @@ def test_ctrl_c_while_following_detaches_and_the_same_command_follows_again(tmp_
     assert again.returncode == 0, again.stderr + log.read_text()
     assert "20 succeeded, 0 failed" in again.stdout
     assert len(sent) == 20 and max(sent.values()) == 1  # followed again, never sent again
+
+
+def test_a_job_a_worker_stops_ends_the_follow_with_the_workers_reason_and_exit_4(tmp_path: Path, pg_url: str) -> None:
+    docs = write_docs(tmp_path / "docs.jsonl", "doc", 10)
+    log = tmp_path / "worker.log"
+    with LocalServer(tmp_path / "serve.db", engine="scripted", time_scale=0.0002) as srv:
+        # The worker's key is refused (a revoked key on the worker's machine): the job cannot heal and stops there.
+        worker = start_worker(env_for("sk-revoked", tmp_path / "worker-home"), pg_url, log=log)
+        env = env_for(srv.api_key, tmp_path / "home")
+        try:
+            _wait_for("the worker to register", lambda: _registered(pg_url, worker))
+            run = cli(env, "run", str(docs), *PROMPT, "--base-url", srv.base_url, "--db", pg_url, "--follow")
+        finally:
+            _stop(worker)
+    assert run.returncode == 4, run.stderr + log.read_text()
+    assert "the job is saved: fix the cause and run `freight resume" in run.stderr
+    with Store(pg_url) as store:
+        (job,) = store.list_jobs()
+        stopped = store.events(job.job_id, kind="job.stopped")
+    assert job.state is JobState.STOPPED and stopped[-1]["data"]["message"] in run.stderr
+    assert "Traceback" not in run.stderr
