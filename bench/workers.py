@@ -63,8 +63,7 @@ def one(root: Path, n: int, jobs: int, workers: int, batch_size: int) -> dict[st
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     db = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    here = root / f"w{workers}"
-    here.mkdir()
+    here = Path(tempfile.mkdtemp(prefix=f"w{workers}-", dir=root))  # a count may be given twice: --workers 1,4,1
     try:
         with LocalServer(
             here / "serve.db", time_scale=0.0001, faults="window=1000000000", subprocess=True, workers=4

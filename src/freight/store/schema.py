@@ -281,6 +281,12 @@ def _step_claims(conn: sa.Connection) -> None:
             column = batches.c[name]
             kind = column.type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE batches ADD COLUMN {name} {kind}")
+    # Small partial indexes over a store's whole history of batches: the few claimed now (renewed by every worker's
+    # heartbeat), and the few not ingested yet (where a slot with no job looks for a batch step).
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_batches_claimed ON batches (claimed_by) WHERE claimed_by IS NOT NULL"
+    )
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_batches_open ON batches (id) WHERE ingested_at IS NULL")
 
 
 # (version, name, step). Append only.
