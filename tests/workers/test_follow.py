@@ -133,3 +133,25 @@ def test_a_job_a_worker_stops_ends_the_follow_with_the_workers_reason_and_exit_4
         stopped = store.events(job.job_id, kind="job.stopped")
     assert job.state is JobState.STOPPED and stopped[-1]["data"]["message"] in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_run_follow_of_a_job_already_queued_follows_it_and_takes_nothing(tmp_path: Path, pg_url: str) -> None:
+    docs = write_docs(tmp_path / "docs.jsonl", "doc", 30)
+    log = tmp_path / "worker.log"
+    with LocalServer(tmp_path / "serve.db", engine="scripted", time_scale=0.0002) as srv:
+        env = env_for(srv.api_key, tmp_path / "home")
+        args = [str(docs), *PROMPT[:-1], "--base-url", srv.base_url, "--db", pg_url]  # submit never samples
+        sub = cli(env, "submit", *args)
+        assert sub.returncode == 0, sub.stderr
+        job_id = sub.stdout.strip()
+        worker = start_worker(env, pg_url, log=log)
+        try:
+            _wait_for("the worker to register", lambda: _registered(pg_url, worker))
+            run = cli(env, "run", *args, "--no-sample", "--follow")  # the same input and options: the same job
+        finally:
+            _stop(worker)
+    assert run.returncode == 0, run.stderr + log.read_text()
+    assert f"following {job_id}" in run.stderr and "30 succeeded, 0 failed" in run.stdout
+    with Store(pg_url) as store:
+        takers = {e["data"]["pid"] for e in store.events(job_id, kind="lease.acquired")}
+    assert takers == {worker.pid}  # this process never held the job, not even for a moment

@@ -55,12 +55,11 @@ def workers_can_take(opts: RunOptions, db: str | None, webhook_listen: str | Non
     return True
 
 
-def held_by_a_worker(db: str | None, job_id: str) -> bool:
-    """The job is running on a worker already (the same command again, after a Ctrl-C): follow it, take nothing."""
+def on_the_queue(db: str | None, job_id: str) -> bool:
+    """The job is the workers' already - queued and open, held by one of them or about to be (the same command again
+    after a Ctrl-C, or a job `freight submit` queued): follow it and take nothing, not even its lease for a moment."""
     with open_store(db) as store:
-        holder = store.job_holder(job_id)
-        job = store.get_job(job_id)
-    return holder is not None and holder["worker"] is not None and job is not None and not job.state.terminal
+        return any(q["job_id"] == job_id for q in store.queued_jobs(open_only=True))
 
 
 def ready_for_workers(store: Store, job_id: str) -> None:

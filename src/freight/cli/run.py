@@ -24,7 +24,7 @@ from freight.cli.common import (
     read_schema,
 )
 from freight.cli.drive import detached, drive, hold_job, notice
-from freight.cli.follow import follow_on_workers, held_by_a_worker, ready_for_workers, workers_can_take
+from freight.cli.follow import follow_on_workers, on_the_queue, ready_for_workers, workers_can_take
 from freight.cli.progress import working
 from freight.cli.sample_view import render_sample
 from freight.domain import FreightError, UsageError
@@ -227,7 +227,7 @@ def run(
         return
     opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     on_workers = follow and workers_can_take(opts, db, webhook_listen)
-    if on_workers and held_by_a_worker(db, job_id_for(opts)):  # the same command again: follow, take nothing
+    if on_workers and on_the_queue(db, job_id_for(opts)):  # the workers' already: follow it, take nothing
         follow_on_workers(db, job_id_for(opts), opts, as_json, labels, poll_interval)
         return
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
