@@ -1,6 +1,6 @@
 """Worker processes sharing one PostgreSQL store: 1, 2 and 4 `freight worker`s on the same documents.
 
-    python bench/workers.py [--n 100000] [--jobs 4] [--workers 1,2,4] [--batch-size 5000]
+    python bench/workers.py [--n 100000] [--jobs 1,4] [--workers 1,2,4] [--batch-size 5000]
 
 For each worker count: a fresh schema in the test database (FREIGHT_TEST_PG, default
 postgresql://postgres@127.0.0.1:5432/test), a fresh `freight serve --engine scripted` in its own process (a window that
@@ -9,8 +9,10 @@ workers started with `--exit-when-idle` and timed until the last one exits. Prin
 queries per request (every statement the workers sent, counted by a SQLAlchemy hook in each worker process) and the
 peak RSS of a worker (from wait4 of each one).
 
-A claim is a job (one worker advances a job at a time), so the speed-up a pool can show is bounded by the number of
-jobs: with 4 jobs, 4 workers can all work. The machine's other load moves these figures: compare runs side by side.
+Each `--jobs` count is its own table: `--jobs 1` is one big job, where the job's holder packs and submits and every
+worker polls and ingests its batches (step claims, store/claims.py); with 4 jobs each worker can also hold one. The
+"ingested by" column counts the workers that ingested at least one batch. The machine's other load moves these
+figures (the workers, freight serve and PostgreSQL share its cores): compare runs side by side.
 """
 
 from __future__ import annotations
@@ -61,8 +63,7 @@ def one(root: Path, n: int, jobs: int, workers: int, batch_size: int) -> dict[st
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     db = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    here = root / f"w{workers}"
-    here.mkdir()
+    here = Path(tempfile.mkdtemp(prefix=f"w{workers}-", dir=root))  # a count may be given twice: --workers 1,4,1
     try:
         with LocalServer(
             here / "serve.db", time_scale=0.0001, faults="window=1000000000", subprocess=True, workers=4
@@ -100,11 +101,23 @@ def one(root: Path, n: int, jobs: int, workers: int, batch_size: int) -> dict[st
             wall = time.monotonic() - t0
             requests = sum(1 for r in srv.records() if r["batch_id"])
         queries = sum(int((here / f"queries-{k}").read_text()) for k in range(workers))
+        with admin.connect() as conn:
+            ingesters = conn.exec_driver_sql(
+                f"SELECT count(DISTINCT split_part(ingested_by, '/', 1)) FROM {schema}.batches"
+            ).scalar_one()
+            n_batches = conn.exec_driver_sql(f"SELECT count(*) FROM {schema}.batches").scalar_one()
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
-    return {"wall": wall, "requests": requests, "queries": queries, "peak_rss_mb": peak_kb / 1024}
+    return {
+        "wall": wall,
+        "requests": requests,
+        "queries": queries,
+        "peak_rss_mb": peak_kb / 1024,
+        "ingesters": ingesters,
+        "batches": n_batches,
+    }
 
 
 def main() -> None:
@@ -113,20 +126,28 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--jobs", default="1,4", help="Job counts, one table each (1: one big job).")
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--batch-size", type=int, default=5000)
     args = ap.parse_args()
-    print(f"{args.n:,} documents in {args.jobs} jobs, batches of at most {args.batch_size:,}; scripted engine")
-    print(f"{'workers':>7}  {'wall s':>8}  {'req/s':>8}  {'queries/request':>15}  {'peak RSS of a worker':>20}")
     with tempfile.TemporaryDirectory(prefix="freight-bench-workers-") as tmp:
-        for workers in (int(x) for x in args.workers.split(",")):
-            r = one(Path(tmp), args.n, args.jobs, workers, args.batch_size)
+        for jobs in (int(x) for x in args.jobs.split(",")):
+            what = "one job" if jobs == 1 else f"{jobs} jobs"
+            print(f"\n{args.n:,} documents in {what}, batches of at most {args.batch_size:,}; scripted engine")
             print(
-                f"{workers:>7}  {r['wall']:>8.1f}  {r['requests'] / r['wall']:>8.0f}  "
-                f"{r['queries'] / max(1, r['requests']):>15.2f}  {r['peak_rss_mb']:>17.0f} MB",
-                flush=True,
+                f"{'workers':>7}  {'wall s':>8}  {'req/s':>8}  {'queries/request':>15}  {'peak RSS of a worker':>20}"
+                f"  {'ingested by':>11}"
             )
+            for workers in (int(x) for x in args.workers.split(",")):
+                root = Path(tmp) / f"j{jobs}"
+                root.mkdir(exist_ok=True)
+                r = one(root, args.n, jobs, workers, args.batch_size)
+                print(
+                    f"{workers:>7}  {r['wall']:>8.1f}  {r['requests'] / r['wall']:>8.0f}  "
+                    f"{r['queries'] / max(1, r['requests']):>15.2f}  {r['peak_rss_mb']:>17.0f} MB"
+                    f"  {r['ingesters']:>3} of {workers} ({r['batches']} batches)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

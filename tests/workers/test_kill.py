@@ -37,7 +37,8 @@ def _settled(store: Store) -> int:
 
 
 def _holders(store: Store) -> set[int]:
-    return {w.pid for w in store.list_workers() if w.claims}
+    """Workers holding a job, or a batch of one (polling or ingesting it for the job's holder)."""
+    return {w.pid for w in store.list_workers() if w.claims or w.batches}
 
 
 def _chaos(tmp_path: Path, pg_url: str, sizes: list[int], kills: int, batch_size: int) -> None:
@@ -118,11 +119,20 @@ def _chaos(tmp_path: Path, pg_url: str, sizes: list[int], kills: int, batch_size
         assert no_output == 0  # every succeeded document has its validated output
         assert len(sent) == states["settled"]  # every request the store holds was received, once
         taken_over = [e for j in jobs for e in store.events(j, kind="lease.taken_over")]
+        taken_over += [e for j in jobs for e in store.events(j, kind="batch.claimed") if "taken_over_from" in e["data"]]
         assert taken_over, "no killed worker's claim was ever taken over"
+        for job_id in jobs:  # each batch's results taken in once, whoever was killed halfway through
+            ingested = Counter(e["data"]["batch"] for e in store.events(job_id, kind="batch.ingested"))
+            assert ingested == Counter({b["id"]: 1 for b in store.batches(job_id)}), ingested
 
 
 def test_killed_workers_lose_nothing_and_submit_nothing_twice(tmp_path: Path, pg_url: str) -> None:
     _chaos(tmp_path, pg_url, [200, 150, 150], kills=2, batch_size=50)
+
+
+def test_one_job_four_workers_killed_at_random_holder_or_helper(tmp_path: Path, pg_url: str) -> None:
+    # One job: one worker holds it, the three others poll and ingest its batches; any of them may be killed.
+    _chaos(tmp_path, pg_url, [500], kills=3, batch_size=25)
 
 
 @pytest.mark.slow

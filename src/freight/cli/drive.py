@@ -68,6 +68,11 @@ def drive(
         fail(str(exc), exc.exit_code)
     except FreightError as exc:
         fail(f"{exc}\nthe job is saved: fix the cause and run `freight resume {job.job_id}`", exc.exit_code)
+    show_report(job, report, as_json, labels)
+
+
+def show_report(job: api.Job, report: api.Report, as_json: bool, labels: Labels | None = None) -> None:
+    """The end of a run, in the foreground or followed on workers: the report, its accuracy, where the outputs are."""
     accuracy = _accuracy(job, labels)
     if as_json:
         print_json({**report.data, "accuracy": accuracy} if accuracy else report.data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def status(
             "items": store.item_counts(job_id),
             "batches": [
                 {k: row[k] for k in ("provider_batch_id", "state", "n_requests", "counts", "submitted_at", "ended_at")}
+                | _step_claim(row)
                 for row in store.batches(job_id)
             ],
             "endpoint": RunOptions.from_config(job.config).endpoint,
@@ -92,8 +94,17 @@ def status(
         who = f"worker {held['worker']}, " if held["worker"] else "freight run, "
         typer.echo(f"held by {who}pid {held['pid']} on {held['host']} (heartbeat {held['heartbeat_at']:%H:%M:%S} UTC)")
     for b in data["batches"]:
-        typer.echo(f"  batch {b['provider_batch_id'] or '(preparing)'}: {b['state']}, {b['n_requests']} requests")
+        who = f", held by worker {b['held_by']}" if b["held_by"] else ""
+        who += f", ingested by worker {b['ingested_by']}" if b["ingested_by"] else ""
+        typer.echo(f"  batch {b['provider_batch_id'] or '(preparing)'}: {b['state']}, {b['n_requests']} requests{who}")
     typer.echo(f"cost so far: {money(data['cost_usd'])}")
+
+
+def _step_claim(row: dict[str, Any]) -> dict[str, Any]:
+    """Which worker slot holds the batch now (a live step claim, store/claims.py) and which one ingested it."""
+    until = row.get("claim_expires_at")
+    live = row.get("claimed_by") is not None and until is not None and until.timestamp() > time.time()
+    return {"held_by": row["claimed_by"] if live else None, "ingested_by": row.get("ingested_by")}
 
 
 def results(

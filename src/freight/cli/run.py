@@ -24,6 +24,7 @@ from freight.cli.common import (
     read_schema,
 )
 from freight.cli.drive import detached, drive, hold_job, notice
+from freight.cli.follow import follow_on_workers, on_the_queue, ready_for_workers, workers_can_take
 from freight.cli.progress import working
 from freight.cli.sample_view import render_sample
 from freight.domain import FreightError, UsageError
@@ -167,6 +168,13 @@ def run(
     webhook_secret: str | None = typer.Option(
         None, envvar=api.WEBHOOK_SECRET_ENV, help="The whsec_... secret those webhooks are signed with."
     ),
+    # --- many workers (issue 16; freight.cli.follow) ---
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="On a PostgreSQL store with live workers: hand the job to them and follow it here (Ctrl-C detaches). "
+        "Anywhere else the job runs here, as without it.",
+    ),
 ) -> None:
     """Run a job: documents in, validated outputs out, only failures retried. Run it again to resume."""
     if db is not None:  # a store freight cannot open is refused before anything else is read
@@ -218,6 +226,10 @@ def run(
         forecast(opts, db, as_json)
         return
     opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
+    on_workers = follow and workers_can_take(opts, db, webhook_listen)
+    if on_workers and on_the_queue(db, job_id_for(opts)):  # the workers' already: follow it, take nothing
+        follow_on_workers(db, job_id_for(opts), opts, as_json, labels, poll_interval)
+        return
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
     with open_store(db, create=True) as store, hold_job(store, job_id_for(opts), wait) as lease:
         try:
@@ -250,7 +262,12 @@ def run(
             fail_with(exc)
         if passed is not None:
             typer.echo(render_sample(passed), err=True)
-        drive(job, poll_interval, as_json, labels, wake=wake)
+        if on_workers:
+            ready_for_workers(store, job.job_id)
+        else:
+            drive(job, poll_interval, as_json, labels, wake=wake)
+    if on_workers:  # the lease released: a worker may take the job now
+        follow_on_workers(db, job.job_id, opts, as_json, labels, poll_interval)
 
 
 def register(app: typer.Typer) -> None:

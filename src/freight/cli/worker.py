@@ -45,6 +45,7 @@ _RUN_ONLY = {
     "dry_run",  # a forecast runs nothing: `freight estimate` gives it without queueing a job
     "webhook_listen",  # a worker polls; a listener belongs to the process that follows a batch
     "webhook_secret",
+    "follow",  # submit has its own --follow (below): it always hands the job to the workers
 }
 
 _ONE_MACHINE = (
@@ -231,9 +232,10 @@ def workers(
     for w in found:
         state = w.state if w.alive else "dead (no heartbeat)"
         holds = ", ".join(w.claims) or "nothing"
+        helping = f"  stepping {', '.join(w.batches)}" if w.batches else ""
         typer.echo(
             f"{w.worker_id}  pid {w.pid} on {w.host}  {state}  {len(w.claims)}/{w.concurrency} slots: {holds}  "
-            f"last heartbeat {_ago(w.heartbeat_at)}"
+            f"last heartbeat {_ago(w.heartbeat_at)}{helping}"
         )
     waiting = [q for q in queued if not any(q["job_id"] in w.claims for w in found)]
     typer.echo(f"queue: {len(queued)} open job(s), {len(waiting)} waiting for a worker")

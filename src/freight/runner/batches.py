@@ -17,6 +17,7 @@ from freight.providers.packing import pack_for
 from freight.runner.budget import Budget
 from freight.runner.crash import crashpoint
 from freight.runner.pace import Pace
+from freight.runner.steps import StepClaims, claimed
 from freight.runner.stops import Strikes, unhealable
 from freight.store import Store
 
@@ -48,6 +49,7 @@ class BatchSteps:
     poll_interval: float
     clock: Callable[[], float]
     _polled_at: float | None = None
+    steps: StepClaims | None  # a worker's step claims (runner/steps.py); None: every batch is this runner's
 
     def note(self, message: str) -> None:
         raise NotImplementedError
@@ -191,7 +193,7 @@ class BatchSteps:
     def poll_batches(self) -> bool:
         self._polled_at = self.clock()
         moved = False
-        for row in self.store.batches(self.job_id, ACTIVE[1:]):
+        for row in claimed(self.steps, self.store.batches(self.job_id, ACTIVE[1:]), "poll"):
             pbid = row["provider_batch_id"]
             try:
                 batch = self.provider.get_batch(pbid)
@@ -207,8 +209,12 @@ class BatchSteps:
                 self._update(row, batch)
                 crashpoint("poll.updated")
                 moved = True
-        for row in self.store.batches(
-            self.job_id, [BatchState.ENDED, BatchState.CANCELED, BatchState.EXPIRED, BatchState.FAILED]
+        for row in claimed(
+            self.steps,
+            self.store.batches(
+                self.job_id, [BatchState.ENDED, BatchState.CANCELED, BatchState.EXPIRED, BatchState.FAILED]
+            ),
+            "ingest",
         ):
             if row["ingested_at"] is None and row["provider_batch_id"] is not None:
                 moved |= self.ingest(row)

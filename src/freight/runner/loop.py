@@ -47,6 +47,7 @@ from freight.runner.job import RunOptions
 from freight.runner.notify import completion, event, needs_attention, watch_stuck
 from freight.runner.pace import Pace
 from freight.runner.settle import Settler
+from freight.runner.steps import StepClaims
 from freight.runner.stops import Strikes, advice
 from freight.runner.tokens import TokenCounter
 from freight.store import JobLease, Store
@@ -91,6 +92,7 @@ class Runner(BatchSteps):
         wall_clock: Callable[[], float] = time.time,
         should_stop: Callable[[], bool] | None = None,
         max_active_batches: int | None = None,
+        steps: StepClaims | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -122,6 +124,8 @@ class Runner(BatchSteps):
         self.should_stop = should_stop
         # The provider's open batches, counted across every job and worker of the store (`freight worker`).
         self.max_active_batches = max_active_batches
+        # A worker's step claims (runner/steps.py): other workers may poll and ingest this job's batches meanwhile.
+        self.steps = steps
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -203,7 +207,8 @@ class Runner(BatchSteps):
 
     def _finished(self) -> bool:
         counts = self.store.item_counts(self.job_id)
-        return not counts.get(ItemState.PENDING.value) and not counts.get(ItemState.IN_FLIGHT.value)
+        done = not counts.get(ItemState.PENDING.value) and not counts.get(ItemState.IN_FLIGHT.value)
+        return done and (self.steps is None or self.steps.quiet(self.job_id))
 
     def cancel(self) -> None:
         """Cancel every open batch at the provider, take in what they return, and end what is left canceled."""
@@ -369,7 +374,7 @@ class Runner(BatchSteps):
         self.settler.settle_page([cid for cid in taken if cid not in done])
 
     def settle_unsettled(self) -> bool:
-        pending = self.store.unsettled(self.job_id)
+        pending = self.store.unsettled(self.job_id) if self.steps is None else self.steps.unsettled(self.job_id)
         for start in range(0, len(pending), PAGE):
             self.settler.settle_page(pending[start : start + PAGE])
         return bool(pending)

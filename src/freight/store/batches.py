@@ -104,8 +104,13 @@ class BatchStore(StoreBase):
     def mark_ingested(self, local_id: int) -> None:
         with self.engine.begin() as conn:
             row = self._batch_row(conn, local_id)
-            conn.execute(batches.update().where(batches.c.id == local_id).values(ingested_at=_now()))
-            self._event(conn, row["job_id"], "batch.ingested", batch=local_id)
+            # Who ingested it: the worker slot whose step claim it is (store/claims.py); None for `freight run`.
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == local_id)
+                .values(ingested_at=_now(), ingested_by=row["claimed_by"])
+            )
+            self._event(conn, row["job_id"], "batch.ingested", batch=local_id, by=row["claimed_by"])
 
     def fail_unsubmitted_batch(self, local_id: int, reason: str) -> int:
         """A batch the provider refused, or one never sent: release its requests so they are packed again (or failed

@@ -90,6 +90,12 @@ batches = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=True),
+    # Step claims (migration 10, store/claims.py): the worker slot polling or ingesting this batch now, until when
+    # its claim holds without a heartbeat; when the batch was last polled (by anyone); who ingested it.
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claim_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("polled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("ingested_by", sa.String(64), nullable=True),
     sa.Index("ix_batches_job_state", "job_id", "state"),
 )
 
@@ -274,6 +280,26 @@ def _workers(conn: sa.Connection) -> None:
     workers.create(conn)
 
 
+_STEP_CLAIM_COLUMNS = ("claimed_by", "claim_expires_at", "polled_at", "ingested_by")
+
+
+def _step_claims(conn: sa.Connection) -> None:
+    # A store made by this freight has the columns from `_initial` (which creates tables as defined above): only an
+    # older store gains them here.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("batches")}
+    for name in _STEP_CLAIM_COLUMNS:
+        if name not in have:
+            column = batches.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE batches ADD COLUMN {name} {kind}")
+    # Small partial indexes over a store's whole history of batches: the few claimed now (renewed by every worker's
+    # heartbeat), and the few not ingested yet (where a slot with no job looks for a batch step).
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_batches_claimed ON batches (claimed_by) WHERE claimed_by IS NOT NULL"
+    )
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_batches_open ON batches (id) WHERE ingested_at IS NULL")
+
+
 # (version, name, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "initial: jobs, items, batches, requests, outcomes, events", _initial),
@@ -283,5 +309,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "notify outbox: job events for freight run --notify", _notify_outbox),
     (7, "freight schedule: files taken and the jobs they went to", _schedule),
     (9, "dashboard indexes: requests by fix, outcomes by time", _dashboard_indexes),
+    (10, "step claims: the worker polling or ingesting a batch, and who ingested it", _step_claims),
     (11, "items in input order: an index for reading a job's items page by page", _items_in_order),
 ]
