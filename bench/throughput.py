@@ -5,9 +5,8 @@
 Each client gets a fresh `freight serve --engine scripted --time-scale 0.0001 --faults window=1000000000` (a window
 that never closes) in its own process, and a fresh store:
   bare SDK     a script of its own: one `batches.create` of all N requests (OpenAI: one file and batch per 50,000,
-               the API's limit), poll every
-               0.5 s, stream results; timed from launch to exit, as `freight run` is (both start Python and import
-               the SDK; the script's own figure after the import is printed too)
+               the API's limit), poll every 0.5 s, stream results; timed from launch to exit, as `freight run` is
+               (both start Python and import the SDK; the script's own figure after the import is printed too)
   freight run  N generated documents (a JSONL), `--no-sample --poll-interval 0.5`, model claude-haiku-4-5 (OpenAI:
                gpt-4o-mini), both priced, so the cost path is measured too
 and prints wall time, the ratio to the bare SDK, freight's peak RSS (from getrusage of the finished child) and
