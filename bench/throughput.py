@@ -213,7 +213,7 @@ def main() -> None:
     print("| client | wall time | vs the bare SDK | peak RSS |")
     print("|---|---|---|---|")
     print(f"| the bare {a.provider} SDK (a script: launch to exit) | {floor:.1f} s | 1.0x | {bare_rss:.0f} MB |")
-    print(f"| `freight run` | {wall:.1f} s | {wall / floor:.1f}x | {rss:.0f} MB |")
+    print(f"| `freight run` | {wall:.1f} s | {wall / floor:.2f}x | {rss:.0f} MB |")
     print(f"the bare SDK's script spent {floor - after_import:.1f} s starting Python and importing the SDK")
     print("freight by phase: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in split))
 

@@ -255,7 +255,8 @@ class Runner(BatchSteps):
         made = 0
         while limit is None or made < limit:
             batch: list[Request] = []
-            for item in self.store.iter_items(self.job_id, ItemState.PENDING, limit=PAGE):
+            page = PAGE if limit is None else min(PAGE, limit - made)
+            for item in self.store.iter_items(self.job_id, ItemState.PENDING, limit=page):
                 batch.append(
                     build_request(
                         template, custom_id=base_custom_id(item.item_id), item_id=item.item_id, document=item.text

@@ -108,8 +108,12 @@ class WorkStore(StoreBase):
         ids = list(moves)
         now = _now()
         changes: list[dict[str, Any]] = []
+        targets = set(moves.values())
+        same = next(iter(targets)) if len(targets) == 1 and not outputs and not errors else None
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
+            if same is not None and self._move_all(conn, job_id, chunk, same, now):
+                continue
             if known is not None and all(i in known for i in chunk):
                 current = known
             else:
@@ -152,6 +156,18 @@ class WorkStore(StoreBase):
                 .values({c: sa.bindparam(f"v_{c}") for c in cols}),
                 [{k: c[k] for k in ("k_item", *(f"v_{n}" for n in cols))} for c in group],
             )
+
+    def _move_all(self, conn: sa.Connection, job_id: str, chunk: list[str], new: ItemState, now: Any) -> bool:
+        """One set-based statement for a chunk of items all moving to `new` with nothing to write (documents going in
+        flight): True when every one of them moved. Otherwise the caller checks them one by one (those that moved
+        here are in their new state already, and left alone), so a move the transition table forbids still raises."""
+        before = [s.value for s, allowed in ITEM_TRANSITIONS.items() if new in allowed and s is not new]
+        moved = conn.execute(
+            items.update()
+            .where(items.c.job_id == job_id, items.c.item_id.in_(chunk), items.c.state.in_(before))
+            .values(state=new.value, updated_at=now)
+        ).rowcount
+        return bool(moved == len(chunk))
 
     def settle(
         self,
