@@ -8,12 +8,17 @@ vocabulary (49,152 tokens for SmolLM2) at every step. Here:
 - **Fresh state per request.** Every request gets its own sequence (its KV cells are cleared when it ends), its own
   sampler chain seeded with the request's seed, its own grammar state. Nothing a context served before changes what
   it answers next.
-- **Several sequences per context** (`slots`): one `llama_decode` call carries one token of every sequence that is
-  generating, plus prompt tokens of sequences being admitted (continuous batching). The weights are read once per
-  step for all of them, which is what makes a small model fast on a CPU whose caches cannot hold it. The KV cache is
-  not unified: each sequence has its own cells, laid out the same whatever the other sequences are doing.
-  The engine's default is one sequence per context: batched replies were measured not bit-identical to the same
-  request decoded alone, and no faster on 2 busy cores (docs/engines.md).
+- **Several sequences per context** (`slots`): one `llama_decode` call carries the next token of every sequence that
+  is generating. The weights are read once per step for all of them. A sequence's prompt is decoded *alone*, in its
+  own calls (blocks of PREFIX_BLOCK from position 0), never packed beside other sequences' tokens: llama.cpp splits a
+  mixed call into micro-batches shaped by the company, and its CPU kernels round a 1-row and a 64-row product
+  differently, so a prompt decoded beside others got other cells and, later, another reply. Decoded alone, and with
+  one token per sequence in every generating step (each row computed by itself) and each sequence its own KV cells
+  (the cache is not unified), a request gets the bytes it gets alone, whatever else the context decodes.
+- **A prompt's leading blocks are decoded once** (`Prefixes`): the cells after each 64-token block are kept, and a
+  prompt that starts with the same blocks starts from them (the same bytes: every prompt takes the same blocks).
+- **A greedy reply cut at max_tokens carries on** (`Continuations`): asked again with a higher max_tokens, the
+  request resumes from the cut reply's KV cells instead of decoding its first max_tokens again.
 - **The grammar checks the sampled token first** (as llama.cpp's own sampler does): the token drawn without the
   grammar is kept when the grammar allows it; only otherwise is the grammar applied to the whole vocabulary and the
   token drawn again. Same distribution, a fraction of the work.
@@ -118,6 +123,53 @@ class Continuations:
         with self._lock:
             cut = self._cuts.get(key)
         return cut if cut is not None and len(cut.tokens) < job.max_tokens else None
+
+
+PREFIX_BLOCK = 64  # tokens: prompts are decoded in blocks this long, and the cells after each block are kept
+
+
+class Prefixes:
+    """The KV cells of prompts' leading blocks, by their tokens, at most `limit` bytes (the least recently used go).
+
+    Every prompt is decoded in blocks of PREFIX_BLOCK tokens from position 0, the last block taking the 64-127 tokens
+    left, so two prompts that start alike (one prompt template, one system prompt) decode their common leading blocks
+    the same way: the cells after a block are the same bytes whichever request computed them, and a request whose
+    leading blocks were decoded before starts from them. 64 is the smallest batch llama.cpp's faster CPU kernel
+    takes: smaller blocks would cost more than they save.
+    """
+
+    def __init__(self, limit: int = 128 << 20) -> None:
+        self.limit = limit
+        self._states: dict[tuple[int, ...], bytes] = {}
+        self._lock = threading.Lock()
+        self.reused = 0  # prompt tokens not decoded because their block was kept
+
+    @staticmethod
+    def chunk(prompt_left: int) -> int:
+        """The next block of a prompt with `prompt_left` tokens still to decode."""
+        return PREFIX_BLOCK if prompt_left >= 2 * PREFIX_BLOCK else prompt_left
+
+    def put(self, tokens: list[int], state: bytes) -> None:
+        key = tuple(tokens)
+        with self._lock:
+            if key in self._states or len(state) > self.limit:
+                return
+            self._states[key] = state
+            total = sum(len(v) for v in self._states.values())
+            while total > self.limit:
+                oldest = next(iter(self._states))
+                total -= len(self._states.pop(oldest))
+
+    def longest(self, prompt: list[int]) -> tuple[int, bytes] | None:
+        """The longest kept block boundary of `prompt` (one its own decoding passes through), with its cells."""
+        end = len(prompt) - PREFIX_BLOCK  # the last block takes what is left: boundaries stop before it
+        with self._lock:
+            for boundary in range(end - end % PREFIX_BLOCK, 0, -PREFIX_BLOCK):
+                state = self._states.pop(tuple(prompt[:boundary]), None)
+                if state is not None:
+                    self._states[tuple(prompt[:boundary])] = state  # most recently used
+                    return boundary, state
+        return None
 
 
 class Model:
@@ -273,10 +325,12 @@ class Context:
         n_batch: int,
         peers: list[Context] | None = None,
         continuations: Continuations | None = None,
+        prefixes: Prefixes | None = None,
     ) -> None:
         lib = _lib()
         self.lib, self.model, self.jobs, self.slots = lib, model, jobs, slots
         self.continuations = continuations
+        self.prefixes = prefixes
         # The contexts sharing `jobs` (this one included): a context takes a new request only while no peer with a
         # free slot is running fewer, so requests spread over the cores instead of filling the first context.
         self.peers: list[Context] = peers if peers is not None else []
@@ -353,14 +407,23 @@ class Context:
         cut = self.continuations.get(job) if self.continuations is not None else None
         if cut is not None and len(job.prompt) + len(cut.tokens) < self.n_ctx_seq:
             self._resume(active, cut)
+        elif self.prefixes is not None:
+            found = self.prefixes.longest(job.prompt)
+            if found is not None and self._restore(seq, found[1]):
+                active.fed = active.pos = found[0]
+                self.prefixes.reused += found[0]
         return active
+
+    def _restore(self, seq: int, state: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if self.lib.llama_state_seq_set_data(self.ctx, buf, len(state), seq):
+            return True
+        self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        return False
 
     def _resume(self, a: _Active, cut: _Cut) -> None:
         """Carry on from a cut reply: its cells back in this sequence, its tokens taken, its last token next."""
-        lib = self.lib
-        buf = (ctypes.c_uint8 * len(cut.state)).from_buffer_copy(cut.state)
-        if not lib.llama_state_seq_set_data(self.ctx, buf, len(cut.state), a.seq):
-            lib.llama_memory_seq_rm(self.memory, a.seq, -1, -1)
+        if not self._restore(a.seq, cut.state):
             return  # not restorable here: decoded from the start instead
         for token in cut.tokens:
             a.sampling.accept(token)
@@ -382,7 +445,7 @@ class Context:
         reading = [a for a in active if a.next_token is None]
         if reading:
             a = reading[0]
-            take = a.job.prompt[a.fed : a.fed + self.n_batch]
+            take = a.job.prompt[a.fed : a.fed + Prefixes.chunk(len(a.job.prompt) - a.fed)]
             last = a.fed + len(take) == len(a.job.prompt)
             for i, token in enumerate(take):
                 self._put(n, token, a.pos, a.seq, last and i == len(take) - 1)
@@ -401,6 +464,9 @@ class Context:
         code = lib.llama_decode(self.ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
+        if reading and not outputs and self.prefixes is not None:  # a leading block decoded: keep its cells
+            a = reading[0]
+            self.prefixes.put(a.job.prompt[: a.fed], self._state(a.seq))
         finished = []
         for a, index in outputs:
             token = a.sampling.sample(self.ctx, index)

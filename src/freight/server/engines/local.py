@@ -1,9 +1,10 @@
 """The local engine: a GGUF model run by llama.cpp inside the server process, on CPU, offline.
 
 The model is loaded once per process; requests are decoded by llama.cpp contexts (engines/llama_decode.py) that all
-take work from one queue. Three layouts, measured by bench/engine.py (docs/engines.md has the figures):
-`batched` (default): one context using every core, decoding up to `slots` requests together; `per-worker`: one
-single-sequence context per core, one thread each; `shared`: one single-sequence context using every core.
+take work from one queue. Two layouts, measured by bench/engine.py (docs/engines.md has the figures): `per-core`
+(default): one single-threaded context per core; `shared`: one context using every core's thread. Each context
+decodes up to `slots` requests together (8 by default) in slots of SLOT_WINDOW tokens; a request that needs more is
+decoded in one single-sequence context with the model's whole window, made when the first such request comes.
 
 What a request gets: its system prompt and messages through the model's own chat template; max_tokens (stop reason
 max_tokens); stop sequences (stop reason stop_sequence, the sequence cut from the text like the providers do);
@@ -84,7 +85,7 @@ class LocalEngine:
         slots: int = DEFAULT_SLOTS,
     ) -> None:
         import_llama_cpp()
-        from freight.server.engines.llama_decode import Context, Continuations, Job, Model
+        from freight.server.engines.llama_decode import Context, Continuations, Job, Model, Prefixes
 
         self.seed = seed
         self.model = modelfiles.resolve(model_path, model_sha256)
@@ -106,9 +107,10 @@ class LocalEngine:
         # Created one after the other: llama.cpp's backend initialization is process-global and not meant to race.
         peers: list[Any] = []
         self._continuations = Continuations()
+        self._prefixes = Prefixes()
         self._contexts = [
             Context(self._llm, self._jobs, slots=per_context, threads=threads, n_ctx_seq=window, n_batch=512,
-                    peers=peers, continuations=self._continuations)
+                    peers=peers, continuations=self._continuations, prefixes=self._prefixes)
             for _ in range(contexts)
         ]  # fmt: skip
         self._slot_window: int = self._contexts[0].n_ctx_seq
@@ -135,6 +137,7 @@ class LocalEngine:
                     n_ctx_seq=self._n_ctx,
                     n_batch=512,
                     continuations=self._continuations,
+                    prefixes=self._prefixes,
                 )
         return self._long_jobs
 
