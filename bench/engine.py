@@ -1,19 +1,20 @@
 """How fast the local engine is in each layout, and how right: the quickstart's invoices, sent as the quickstart sends
 them (examples/invoices/prompt.txt + schema.json, the README's max_tokens, the engine's default temperature).
 
-    .venv/bin/python bench/engine.py [--n 30] [--max-tokens 256] [--layouts per-corex1,sharedx1,...,serve]
+    .venv/bin/python bench/engine.py [--n 30] [--max-tokens 256] [--layouts per-corex8,per-corex1,...,serve]
 
 Layouts (docs/engines.md explains them), POOLxN with N the sequences each llama.cpp context decodes together:
   per-corex1   one context per core, one thread each, one request at a time each
   sharedx1     one context using every core's thread, one request at a time
   sharedxN     one context using every core, N requests decoded together (continuous batching)
-  per-corexN   one single-threaded context per core, each decoding N requests together
+  per-corexN   one single-threaded context per core, each decoding N requests together (per-corex8: the default)
   serve        the engine's default layout behind `freight serve`, as an Anthropic batch through the official SDK
                (create, poll, results): the server's overhead
 Each direct layout gets every request at once from as many threads as it decodes sequences, like the server's
-workers. Printed per layout: seconds, generated tokens, tokens/s, requests/minute, the share of the five scalar fields
-right against examples/invoices/expected.jsonl (examples/invoices/check.py counts them, as CI does), and whether the
-replies are byte-identical to the first layout's (same seeds, same model: they should be).
+workers. Printed per layout: seconds, the engine's CPU seconds (direct layouts), generated tokens, tokens/s,
+requests/minute, the share of the five scalar fields right against examples/invoices/expected.jsonl
+(examples/invoices/check.py counts them, as CI does), and whether the replies are byte-identical to the first
+layout's (same seeds, same model: they should be).
 The machine's other load moves the speed figures: the ratios between layouts are the point; run it on a quiet machine.
 """
 
@@ -73,15 +74,15 @@ def direct(layout: str, prompts: list[str], schema: dict[str, Any], max_tokens: 
         for i, p in enumerate(prompts)
     ]  # fmt: skip
     engine.complete(Request(custom_id="warm", model="m", max_tokens=4, messages=[Message(role="user", content="hi")]))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=engine.workers) as ex:
         outs = list(ex.map(engine.complete, requests))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     engine.close()
     texts = [o.text if o.status == "succeeded" else "" for o in outs]
     tokens = sum(o.usage.output_tokens for o in outs if o.status == "succeeded")
     cut = sum(o.status == "succeeded" and o.stop_reason.value == "max_tokens" for o in outs)
-    return {"elapsed": elapsed, "tokens": tokens, "texts": texts, "workers": engine.workers, "cut": cut}
+    return {"elapsed": elapsed, "cpu": cpu, "tokens": tokens, "texts": texts, "workers": engine.workers, "cut": cut}
 
 
 def served(prompts: list[str], schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -125,13 +126,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=30, help="invoices to send per layout (the example has 30)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
-    parser.add_argument("--layouts", default="per-corex1,sharedx1,sharedx8,per-corex4,serve")
+    parser.add_argument("--layouts", default="per-corex8,per-corex1,per-corex4,sharedx8,serve")
     args = parser.parse_args()
     ids, prompts, schema = load(args.n)
     expected = {k: v for k, v in check.expected_by_id().items() if k in ids}
     print(f"{len(ids)} invoices, max_tokens {args.max_tokens}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
-    head = ("layout", "seqs", "seconds", "out tok", "tok/s", "req/min", "cut", "fields ok", "same replies")
-    widths = (12, 6, 9, 9, 8, 9, 5, 14, 14)
+    head = ("layout", "seqs", "seconds", "cpu s", "out tok", "tok/s", "req/min", "cut", "fields ok", "same replies")
+    widths = (12, 6, 9, 8, 9, 8, 9, 5, 14, 14)
     print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(head, widths, strict=True))))
     first: list[str] | None = None
     for layout in args.layouts.split(","):
@@ -149,7 +150,9 @@ def main() -> int:
         )
         rate, per_minute = r["tokens"] / r["elapsed"], len(ids) / r["elapsed"] * 60
         fields = f"{right / total:.0%} ({right}/{total})"
-        cells = (layout, r["workers"], f"{r['elapsed']:.1f}", r["tokens"], f"{rate:.1f}", f"{per_minute:.1f}", r["cut"])
+        cpu = f"{r['cpu']:.1f}" if "cpu" in r else "-"  # the served layout's engine runs in another process
+        cells = (layout, r["workers"], f"{r['elapsed']:.1f}", cpu, r["tokens"], f"{rate:.1f}", f"{per_minute:.1f}")
+        cells += (r["cut"],)
         cells += (fields, same)
         print(
             "".join(

@@ -91,3 +91,70 @@ def test_replies_are_byte_identical_in_any_order_alone_or_together() -> None:
     texts_together = [o.text for o in together if o.status == "succeeded"]
     assert len(texts_alone) == len(requests)
     assert [t.encode() for t in texts_together] == [t.encode() for t in texts_alone]
+
+
+def test_a_reply_cut_at_max_tokens_and_asked_again_with_more_carries_on_to_the_same_bytes() -> None:
+    """freight's raise_max_tokens asks the same request again with max_tokens doubled: the engine carries on from the
+    cut reply instead of decoding it again, and the reply is the one a fresh engine gives to the larger request."""
+    from freight.server.engines.local import LocalEngine
+
+    requests = _requests()[:2]
+    fresh_engine = LocalEngine()
+    try:
+        fresh = [fresh_engine.complete(r.model_copy(update={"max_tokens": 48})) for r in requests]
+    finally:
+        fresh_engine.close()
+    engine = LocalEngine()
+    try:
+        cut = [engine.complete(r.model_copy(update={"max_tokens": 24})) for r in requests]
+        again = [engine.complete(r.model_copy(update={"max_tokens": 48})) for r in requests]
+        resumed = engine._continuations.resumed
+    finally:
+        engine.close()
+    assert all(o.status == "succeeded" and o.stop_reason.value == "max_tokens" for o in cut)
+    assert resumed == len(requests)  # both carried on from the cut reply
+    for f, c, a in zip(fresh, cut, again, strict=True):
+        assert a.text.encode() == f.text.encode() and a.text.startswith(c.text)
+        assert a.usage == f.usage and a.stop_reason == f.stop_reason
+
+
+def test_a_request_longer_than_a_slot_holds_gets_the_same_reply_from_the_whole_window() -> None:
+    """A request whose prompt + max_tokens exceeds a slot's window is decoded in the single-sequence context with the
+    model's whole window; its reply is the one the slots give when it fits there (greedy: max_tokens only cuts)."""
+    from freight.server.engines.local import SLOT_WINDOW, LocalEngine
+
+    request = _requests()[0]
+    engine = LocalEngine()
+    try:
+        in_slot = engine.complete(request)
+        whole = engine.complete(request.model_copy(update={"max_tokens": SLOT_WINDOW + 1}))
+        took_long = engine._long is not None
+    finally:
+        engine.close()
+    assert took_long
+    assert in_slot.status == whole.status == "succeeded"
+    assert whole.text.encode() == in_slot.text.encode() and whole.usage == in_slot.usage
+
+
+def test_a_prompt_starting_like_one_decoded_before_reuses_its_leading_blocks_and_gets_the_same_reply() -> None:
+    """The quickstart's prompts share the template's first 107 tokens: the second request starts from the cells of
+    the first one's leading 64-token block, and its reply is the one an engine that never saw the first gives."""
+    from freight.server.engines.local import LocalEngine
+
+    first, second = _requests()[:2]
+    alone_engine = LocalEngine()
+    try:
+        alone = alone_engine.complete(second)
+        assert alone_engine._prefixes.reused == 0
+    finally:
+        alone_engine.close()
+    engine = LocalEngine()
+    try:
+        engine.complete(first)
+        after = engine.complete(second)
+        reused = engine._prefixes.reused
+    finally:
+        engine.close()
+    assert reused == 64
+    assert after.status == alone.status == "succeeded"
+    assert after.text.encode() == alone.text.encode() and after.usage == alone.usage

@@ -62,7 +62,7 @@ class SampleSettings:
     size: int = DEFAULT_SIZE
     seed: int = 0
     min_first_pass: float = DEFAULT_MIN_FIRST_PASS
-    concurrency: int = 4
+    concurrency: int = DEFAULT_SIZE  # the whole default sample at once: an engine that batches answers it together
 
 
 def input_key(opts: RunOptions) -> str:

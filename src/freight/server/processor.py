@@ -119,7 +119,9 @@ class Processor:
         self.store = store
         self.answerer = answerer
         self.dialects = dialects
-        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="freight-worker")
+        # An engine that decodes several requests at once (the local engine's slots) is fed that many at once.
+        workers = max(config.workers, int(getattr(answerer.engine, "workers", 0)))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="freight-worker")
         self._inflight: Counter[str] = Counter()
         self._pace_keys: dict[str, str] = {}
         self._dialect_by_batch: dict[str, str] = {}

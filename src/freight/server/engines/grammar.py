@@ -23,7 +23,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-MAX_STRING = 120  # characters of a string the schema leaves unbounded
+MAX_STRING = 60  # characters of a string the schema leaves unbounded
 MAX_DIGITS = 12  # digits of a number's integral part and of its fraction
 
 # Rules of the converter's output replaced by name. `char` also refuses control characters: the converter lets a raw

@@ -8,12 +8,17 @@ vocabulary (49,152 tokens for SmolLM2) at every step. Here:
 - **Fresh state per request.** Every request gets its own sequence (its KV cells are cleared when it ends), its own
   sampler chain seeded with the request's seed, its own grammar state. Nothing a context served before changes what
   it answers next.
-- **Several sequences per context** (`slots`): one `llama_decode` call carries one token of every sequence that is
-  generating, plus prompt tokens of sequences being admitted (continuous batching). The weights are read once per
-  step for all of them, which is what makes a small model fast on a CPU whose caches cannot hold it. The KV cache is
-  not unified: each sequence has its own cells, laid out the same whatever the other sequences are doing.
-  The engine's default is one sequence per context: batched replies were measured not bit-identical to the same
-  request decoded alone, and no faster on 2 busy cores (docs/engines.md).
+- **Several sequences per context** (`slots`): one `llama_decode` call carries the next token of every sequence that
+  is generating. The weights are read once per step for all of them. A sequence's prompt is decoded *alone*, in its
+  own calls (blocks of PREFIX_BLOCK from position 0), never packed beside other sequences' tokens: llama.cpp splits a
+  mixed call into micro-batches shaped by the company, and its CPU kernels round a 1-row and a 64-row product
+  differently, so a prompt decoded beside others got other cells and, later, another reply. Decoded alone, and with
+  one token per sequence in every generating step (each row computed by itself) and each sequence its own KV cells
+  (the cache is not unified), a request gets the bytes it gets alone, whatever else the context decodes.
+- **A prompt's leading blocks are decoded once** (`Prefixes`): the cells after each 64-token block are kept, and a
+  prompt that starts with the same blocks starts from them (the same bytes: every prompt takes the same blocks).
+- **A greedy reply cut at max_tokens carries on** (`Continuations`): asked again with a higher max_tokens, the
+  request resumes from the cut reply's KV cells instead of decoding its first max_tokens again.
 - **The grammar checks the sampled token first** (as llama.cpp's own sampler does): the token drawn without the
   grammar is kept when the grammar allows it; only otherwise is the grammar applied to the whole vocabulary and the
   token drawn again. Same distribution, a fraction of the work.
@@ -70,6 +75,101 @@ class Job:
     text: bytearray = field(default_factory=bytearray)
     finish: str = ""  # "stop" (end of turn), "length" (max_tokens or the context), "stop_sequence"
     result: Future[Job] = field(default_factory=Future)
+
+
+@dataclass
+class _Cut:
+    """A greedy reply cut off at max_tokens, kept so the same request with a higher max_tokens carries on from it."""
+
+    tokens: list[int]
+    text: bytes
+    state: bytes  # the sequence's KV cells (llama_state_seq_get_data): the prompt and every token but the last
+
+
+class Continuations:
+    """Greedy replies cut at max_tokens, by request (prompt, grammar, stops), at most `limit` bytes of KV kept.
+
+    A reply cut at max_tokens is usually asked again with max_tokens doubled (freight's `raise_max_tokens`); decoded
+    greedily, the longer reply starts with the very tokens of the cut one. Restoring the cut reply's KV cells and
+    carrying on from its last token gives the bytes a fresh decode would (the cells are the same bytes, and every
+    step after is one token per sequence, as in a fresh decode), without computing the first max_tokens again.
+    Sampled replies (temperature > 0) are not kept: their seed depends on max_tokens, so the retry draws anew.
+    """
+
+    def __init__(self, limit: int = 256 << 20) -> None:
+        self.limit = limit
+        self._cuts: dict[tuple[object, ...], _Cut] = {}
+        self._lock = threading.Lock()
+        self.resumed = 0  # requests that carried on from a kept reply
+
+    @staticmethod
+    def key(job: Job) -> tuple[object, ...] | None:
+        return None if job.temperature > 0 else (tuple(job.prompt), job.grammar, tuple(job.stops))
+
+    def put(self, job: Job, state: bytes) -> None:
+        key = self.key(job)
+        if key is None or len(state) > self.limit:
+            return
+        with self._lock:
+            self._cuts.pop(key, None)
+            self._cuts[key] = _Cut(list(job.tokens), bytes(job.text), state)
+            while sum(len(c.state) for c in self._cuts.values()) > self.limit:
+                del self._cuts[next(iter(self._cuts))]  # the oldest
+
+    def get(self, job: Job) -> _Cut | None:
+        key = self.key(job)
+        if key is None:
+            return None
+        with self._lock:
+            cut = self._cuts.get(key)
+        return cut if cut is not None and len(cut.tokens) < job.max_tokens else None
+
+
+PREFIX_BLOCK = 64  # tokens: prompts are decoded in blocks this long, and the cells after each block are kept
+
+
+class Prefixes:
+    """The KV cells of prompts' leading blocks, by their tokens, at most `limit` bytes (the least recently used go).
+
+    Every prompt is decoded in blocks of PREFIX_BLOCK tokens from position 0, the last block taking the 64-127 tokens
+    left, so two prompts that start alike (one prompt template, one system prompt) decode their common leading blocks
+    the same way: the cells after a block are the same bytes whichever request computed them, and a request whose
+    leading blocks were decoded before starts from them. 64 is the smallest batch llama.cpp's faster CPU kernel
+    takes: smaller blocks would cost more than they save.
+    """
+
+    def __init__(self, limit: int = 128 << 20) -> None:
+        self.limit = limit
+        self._states: dict[tuple[int, ...], bytes] = {}
+        self._lock = threading.Lock()
+        self.reused = 0  # prompt tokens not decoded because their block was kept
+
+    @staticmethod
+    def chunk(prompt_left: int) -> int:
+        """The next block of a prompt with `prompt_left` tokens still to decode."""
+        return PREFIX_BLOCK if prompt_left >= 2 * PREFIX_BLOCK else prompt_left
+
+    def put(self, tokens: list[int], state: bytes) -> None:
+        key = tuple(tokens)
+        with self._lock:
+            if key in self._states or len(state) > self.limit:
+                return
+            self._states[key] = state
+            total = sum(len(v) for v in self._states.values())
+            while total > self.limit:
+                oldest = next(iter(self._states))
+                total -= len(self._states.pop(oldest))
+
+    def longest(self, prompt: list[int]) -> tuple[int, bytes] | None:
+        """The longest kept block boundary of `prompt` (one its own decoding passes through), with its cells."""
+        end = len(prompt) - PREFIX_BLOCK  # the last block takes what is left: boundaries stop before it
+        with self._lock:
+            for boundary in range(end - end % PREFIX_BLOCK, 0, -PREFIX_BLOCK):
+                state = self._states.pop(tuple(prompt[:boundary]), None)
+                if state is not None:
+                    self._states[tuple(prompt[:boundary])] = state  # most recently used
+                    return boundary, state
+        return None
 
 
 class Model:
@@ -189,6 +289,11 @@ class _Sampling:
         # The grammar over the whole vocabulary, then the same draw on what it leaves (accepted by the chain).
         return int(lib.llama_sampler_sample(self.bound, ctx, index))
 
+    def accept(self, token: int) -> None:
+        """Take a token as if it had been sampled (a resumed reply's): the grammar moves past it."""
+        if self.grammar is not None:
+            self.lib.llama_sampler_accept(self.grammar, token)
+
     def close(self) -> None:
         for chain in (self.free, self.bound):
             if chain is not None:
@@ -211,10 +316,26 @@ class Context:
     """One llama.cpp context decoding up to `slots` sequences together, on `threads` threads, fed from `jobs`."""
 
     def __init__(
-        self, model: Model, jobs: queue.Queue[Job | None], slots: int, threads: int, n_ctx_seq: int, n_batch: int
+        self,
+        model: Model,
+        jobs: queue.Queue[Job | None],
+        slots: int,
+        threads: int,
+        n_ctx_seq: int,
+        n_batch: int,
+        peers: list[Context] | None = None,
+        continuations: Continuations | None = None,
+        prefixes: Prefixes | None = None,
     ) -> None:
         lib = _lib()
         self.lib, self.model, self.jobs, self.slots = lib, model, jobs, slots
+        self.continuations = continuations
+        self.prefixes = prefixes
+        # The contexts sharing `jobs` (this one included): a context takes a new request only while no peer with a
+        # free slot is running fewer, so requests spread over the cores instead of filling the first context.
+        self.peers: list[Context] = peers if peers is not None else []
+        self.peers.append(self)
+        self.running = 0
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx_seq * slots
         params.n_seq_max = slots
@@ -240,7 +361,8 @@ class Context:
         free = list(range(self.slots))
         stopping = False
         while True:
-            while free and not stopping:
+            self.running = len(active)
+            while free and not stopping and (not active or self._least_loaded()):
                 try:
                     job = self.jobs.get(block=not active)
                 except queue.Empty:
@@ -254,6 +376,7 @@ class Context:
                     free.insert(0, seq)
                 else:
                     active.append(started)
+                    self.running = len(active)
             if not active:
                 if stopping:
                     self._close()
@@ -271,32 +394,58 @@ class Context:
                 free.append(self._end(a))
             free.sort()
 
+    def _least_loaded(self) -> bool:
+        return all(self.running <= p.running for p in self.peers if p is not self and p.running < p.slots)
+
     def _start(self, job: Job, seq: int) -> _Active | None:
         try:
             sampling = _Sampling(self.model, job)
         except Exception as exc:  # a grammar llama.cpp refuses: this request fails, the context carries on
             job.result.set_exception(exc)
             return None
-        return _Active(job=job, seq=seq, sampling=sampling)
+        active = _Active(job=job, seq=seq, sampling=sampling)
+        cut = self.continuations.get(job) if self.continuations is not None else None
+        if cut is not None and len(job.prompt) + len(cut.tokens) < self.n_ctx_seq:
+            self._resume(active, cut)
+        elif self.prefixes is not None:
+            found = self.prefixes.longest(job.prompt)
+            if found is not None and self._restore(seq, found[1]):
+                active.fed = active.pos = found[0]
+                self.prefixes.reused += found[0]
+        return active
+
+    def _restore(self, seq: int, state: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if self.lib.llama_state_seq_set_data(self.ctx, buf, len(state), seq):
+            return True
+        self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        return False
+
+    def _resume(self, a: _Active, cut: _Cut) -> None:
+        """Carry on from a cut reply: its cells back in this sequence, its tokens taken, its last token next."""
+        if not self._restore(a.seq, cut.state):
+            return  # not restorable here: decoded from the start instead
+        for token in cut.tokens:
+            a.sampling.accept(token)
+        a.job.tokens = list(cut.tokens)
+        a.job.text = bytearray(cut.text)
+        a.fed = len(a.job.prompt)
+        a.pos = len(a.job.prompt) + len(cut.tokens) - 1
+        a.next_token = cut.tokens[-1]
+        self.continuations.resumed += 1  # type: ignore[union-attr]
 
     def _step(self, active: list[_Active]) -> list[_Active]:
-        """One llama_decode over every active sequence: the next token of each generating one, and as many prompt
-        tokens of the ones still reading their prompt as the batch has room for. Then sample where logits came out."""
+        """One llama_decode: the next chunk of one sequence's prompt, alone, when a sequence is reading its prompt;
+        else the next token of every generating sequence. A prompt is never decoded beside other sequences' tokens:
+        it goes through the same chunks whatever else the context is doing, so its cells are the same as decoded
+        alone (see the module docstring)."""
         lib, batch = self.lib, self.batch
         n = 0
         outputs: list[tuple[_Active, int]] = []
-        generating = [a for a in active if a.next_token is not None]
         reading = [a for a in active if a.next_token is None]
-        for a in generating:
-            self._put(n, a.next_token, a.pos, a.seq, True)  # type: ignore[arg-type]
-            outputs.append((a, n))
-            a.pos += 1
-            n += 1
-        for a in reading:
-            room = self.n_batch - n
-            if room <= 0:
-                break
-            take = a.job.prompt[a.fed : a.fed + room]
+        if reading:
+            a = reading[0]
+            take = a.job.prompt[a.fed : a.fed + Prefixes.chunk(len(a.job.prompt) - a.fed)]
             last = a.fed + len(take) == len(a.job.prompt)
             for i, token in enumerate(take):
                 self._put(n, token, a.pos, a.seq, last and i == len(take) - 1)
@@ -305,10 +454,19 @@ class Context:
             a.fed += len(take)
             if last:
                 outputs.append((a, n - 1))
+        else:
+            for a in active:
+                self._put(n, a.next_token, a.pos, a.seq, True)  # type: ignore[arg-type]
+                outputs.append((a, n))
+                a.pos += 1
+                n += 1
         batch.n_tokens = n
         code = lib.llama_decode(self.ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
+        if reading and not outputs and self.prefixes is not None:  # a leading block decoded: keep its cells
+            a = reading[0]
+            self.prefixes.put(a.job.prompt[: a.fed], self._state(a.seq))
         finished = []
         for a, index in outputs:
             token = a.sampling.sample(self.ctx, index)
@@ -344,11 +502,22 @@ class Context:
         return False
 
     def _end(self, a: _Active) -> int:
+        job = a.job
+        kept = self.continuations is not None and Continuations.key(job) is not None
+        if kept and job.finish == "length" and len(job.tokens) >= job.max_tokens > 0:
+            self.continuations.put(job, self._state(a.seq))  # type: ignore[union-attr]
         self.lib.llama_memory_seq_rm(self.memory, a.seq, -1, -1)
         a.sampling.close()
         if not a.job.result.done():
             a.job.result.set_result(a.job)
         return a.seq
+
+    def _state(self, seq: int) -> bytes:
+        lib = self.lib
+        size = lib.llama_state_seq_get_size(self.ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        n = lib.llama_state_seq_get_data(self.ctx, buf, size, seq)
+        return bytes(buf[:n])
 
     def _close(self) -> None:
         self.lib.llama_batch_free(self.batch)

@@ -1,9 +1,10 @@
 """The local engine: a GGUF model run by llama.cpp inside the server process, on CPU, offline.
 
 The model is loaded once per process; requests are decoded by llama.cpp contexts (engines/llama_decode.py) that all
-take work from one queue. Three layouts, measured by bench/engine.py (docs/engines.md has the figures):
-`batched` (default): one context using every core, decoding up to `slots` requests together; `per-worker`: one
-single-sequence context per core, one thread each; `shared`: one single-sequence context using every core.
+take work from one queue. Two layouts, measured by bench/engine.py (docs/engines.md has the figures): `per-core`
+(default): one single-threaded context per core; `shared`: one context using every core's thread. Each context
+decodes up to `slots` requests together (8 by default) in slots of SLOT_WINDOW tokens; a request that needs more is
+decoded in one single-sequence context with the model's whole window, made when the first such request comes.
 
 What a request gets: its system prompt and messages through the model's own chat template; max_tokens (stop reason
 max_tokens); stop sequences (stop reason stop_sequence, the sequence cut from the text like the providers do);
@@ -60,9 +61,14 @@ def request_seed(engine_seed: int, request: Request) -> int:
 
 
 Layout = Literal["per-core", "shared"]
-# Sequences each context decodes together. 1: batching measured no faster on 2 busy cores, and its replies are not
-# bit-identical to the same request decoded alone (docs/engines.md).
-DEFAULT_SLOTS = 1
+# Sequences each context decodes together: the weights are read once per step for all of them (docs/engines.md has
+# the figures). Replies are the same as decoded alone: a prompt is always decoded by itself (llama_decode.py).
+DEFAULT_SLOTS = 8
+# The tokens (prompt + max_tokens) one slot of a batched context holds. Each slot's KV cells are allocated up front
+# (about 23 KB a token for SmolLM2), so slots hold a short window and a request that needs more goes to one
+# single-sequence context with the model's whole window, made when the first such request comes. Which context
+# answers depends on the request alone, so the same request always takes the same path.
+SLOT_WINDOW = 2048
 
 
 class LocalEngine:
@@ -79,7 +85,7 @@ class LocalEngine:
         slots: int = DEFAULT_SLOTS,
     ) -> None:
         import_llama_cpp()
-        from freight.server.engines.llama_decode import Context, Job, Model
+        from freight.server.engines.llama_decode import Context, Continuations, Job, Model, Prefixes
 
         self.seed = seed
         self.model = modelfiles.resolve(model_path, model_sha256)
@@ -93,18 +99,47 @@ class LocalEngine:
         self.pool_kind = pool
         self.workers = contexts * per_context  # requests decoded at once
         self._n_ctx: int = n_ctx or self._llm.n_ctx_train
+        window = min(self._n_ctx, SLOT_WINDOW) if per_context > 1 else self._n_ctx
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._Job = Job
-        # Created one after the other: llama.cpp's backend initialization is process-global and not meant to race.
-        self._contexts = [
-            Context(self._llm, self._jobs, slots=per_context, threads=threads, n_ctx_seq=self._n_ctx, n_batch=512)
-            for _ in range(contexts)
-        ]
-        self._n_ctx = self._contexts[0].n_ctx_seq
-        self._formatter = self._chat_formatter()
+        self._Context = Context
         self._threads = threads if pool == "shared" else 1
+        # Created one after the other: llama.cpp's backend initialization is process-global and not meant to race.
+        peers: list[Any] = []
+        self._continuations = Continuations()
+        self._prefixes = Prefixes()
+        self._contexts = [
+            Context(self._llm, self._jobs, slots=per_context, threads=threads, n_ctx_seq=window, n_batch=512,
+                    peers=peers, continuations=self._continuations, prefixes=self._prefixes)
+            for _ in range(contexts)
+        ]  # fmt: skip
+        self._slot_window: int = self._contexts[0].n_ctx_seq
+        if self._slot_window >= self._n_ctx:
+            self._n_ctx = self._slot_window
+        self._long_jobs: queue.Queue[Job | None] = queue.Queue()
+        self._long: Any = None  # the single-sequence context with the whole window, made at the first long request
+        self._long_lock = threading.Lock()
+        self._formatter = self._chat_formatter()
         self._embedder: Any = None  # engines/llama_embed.Embedder, made at the first embeddings request
         self._embedder_lock = threading.Lock()
+
+    def _queue_for(self, prompt_tokens: int, max_tokens: int) -> queue.Queue[Any]:
+        """The slots' queue when the request fits a slot's window, else the long context's (made on first use)."""
+        if prompt_tokens + max_tokens <= self._slot_window:
+            return self._jobs
+        with self._long_lock:
+            if self._long is None:
+                self._long = self._Context(
+                    self._llm,
+                    self._long_jobs,
+                    slots=1,
+                    threads=self._threads,
+                    n_ctx_seq=self._n_ctx,
+                    n_batch=512,
+                    continuations=self._continuations,
+                    prefixes=self._prefixes,
+                )
+        return self._long_jobs
 
     def _chat_formatter(self) -> Any:
         import llama_cpp
@@ -153,7 +188,7 @@ class LocalEngine:
             grammar=grammar,
             stops=stops,
         )
-        self._jobs.put(job)
+        self._queue_for(len(tokens), request.max_tokens).put(job)
         try:
             done = job.result.result()
         except ValueError as exc:  # a grammar llama.cpp refuses
@@ -198,7 +233,11 @@ class LocalEngine:
         """Let the contexts finish what they run and free them (the server calls it at shutdown, if it does)."""
         for _ in self._contexts:
             self._jobs.put(None)
-        for context in self._contexts:
+        contexts = list(self._contexts)
+        if self._long is not None:
+            self._long_jobs.put(None)
+            contexts.append(self._long)
+        for context in contexts:
             context.join(timeout=30)
         if self._embedder is not None:
             self._embedder.close()
