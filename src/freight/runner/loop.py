@@ -46,6 +46,7 @@ from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.notify import completion, event, needs_attention, watch_stuck
 from freight.runner.pace import Pace
+from freight.runner.sample import request_sha, sampled_replies
 from freight.runner.settle import Settler
 from freight.runner.steps import StepClaims
 from freight.runner.stops import Strikes, advice
@@ -124,6 +125,8 @@ class Runner(BatchSteps):
         self.should_stop = should_stop
         # The provider's open batches, counted across every job and worker of the store (`freight worker`).
         self.max_active_batches = max_active_batches
+        # The sample gate's valid replies, by custom_id (read when the first requests are built).
+        self._sampled: dict[str, tuple[str, Succeeded]] | None = None
         # A worker's step claims (runner/steps.py): other workers may poll and ingest this job's batches meanwhile.
         self.steps = steps
 
@@ -266,10 +269,32 @@ class Runner(BatchSteps):
                 break
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
+            batch = self._take_sampled(batch)
             # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
             self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
             made += len(batch)
         return made > 0
+
+    def _take_sampled(self, batch: list[Request]) -> list[Request]:
+        """The sample gate's valid replies answer their requests (the very requests: same custom_id, same body), so
+        what the sample paid for is not sent and paid for again; the rest of `batch` is returned to be sent. Their
+        cost is the sample's, already in the job's cost."""
+        if self._sampled is None:
+            self._sampled = sampled_replies(self.store, self.job_id, self.opts)
+        if not self._sampled:
+            return batch
+        taken: list[tuple[str, Outcome]] = []
+        rest: list[Request] = []
+        for request in batch:
+            found = self._sampled.get(request.custom_id)
+            if found is not None and found[0] == request_sha(request):
+                taken.append((request.custom_id, found[1]))
+            else:
+                rest.append(request)
+        if taken:
+            self._record_page(taken, batch=False, paid=False)
+            self.note(f"{len(taken)} document(s) the sample answered validly were taken as they were, not sent again")
+        return rest
 
     def run_sync(self) -> bool:
         requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
@@ -349,7 +374,9 @@ class Runner(BatchSteps):
     def _record(self, custom_id: str, outcome: Outcome, *, batch: bool, quiet_duplicate: bool = False) -> None:
         self._record_page([(custom_id, outcome)], batch=batch, quiet_duplicate=quiet_duplicate)
 
-    def _record_page(self, page: list[tuple[str, Outcome]], *, batch: bool, quiet_duplicate: bool = False) -> None:
+    def _record_page(
+        self, page: list[tuple[str, Outcome]], *, batch: bool, quiet_duplicate: bool = False, paid: bool = True
+    ) -> None:
         """Commit a page of outcomes in one transaction, and act on them (settle). The order is the durability
         guarantee: nothing is acted on before its outcome is durable. The common case (a valid reply to a whole
         document) is settled in the transaction that records it; the rest is settled after the commit, and a crash
@@ -357,7 +384,8 @@ class Runner(BatchSteps):
         if not page:
             return
         usages = [(cid, o.usage if isinstance(o, Succeeded | Errored) else Usage()) for cid, o in page]
-        costs = self.settler.page_costs(usages, batch)
+        # Not `paid`: answers the job paid for already (the sample's), whose cost is counted where it was spent.
+        costs = self.settler.page_costs(usages, batch) if paid else [(0.0, 0.0)] * len(page)
         taken, refused, settled = self.store.record_outcomes(
             self.job_id,
             [(cid, o, *cost) for (cid, o), cost in zip(page, costs, strict=True)],

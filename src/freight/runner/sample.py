@@ -130,6 +130,25 @@ def run_sample(
     return report
 
 
+def request_sha(request: Request) -> str:
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+def sampled_replies(store: Store, job_id: str, opts: RunOptions) -> dict[str, tuple[str, Succeeded]]:
+    """The valid replies of the job's own passed sample gate, by custom_id, each with the sha of the request it
+    answered: (sha, reply). Empty when the job was not sampled, or its sample's replies were not kept."""
+    gates = [e["data"] for e in store.events(job_id, kind="sample.gate") if e["data"].get("passed")]
+    if not gates:
+        return {}
+    runs = load_samples(store, opts, ids=[int(gates[-1]["sample_id"])])
+    found: dict[str, tuple[str, Succeeded]] = {}
+    for run in runs:
+        for r in run.get("results", []):
+            if r.get("ok") and r.get("reply") and r.get("request_sha"):
+                found[r["custom_id"]] = (r["request_sha"], Succeeded.model_validate(r["reply"]))
+    return found
+
+
 def sample_spend(opts: RunOptions, used: list[tuple[str, Usage]]) -> dict[str, Any]:
     """What the sample itself cost (it ran synchronously), each request at its own model; None when unpriced."""
     pricer = opts.pricer()
@@ -167,6 +186,9 @@ def _result(
         "failure": None if failure is None else {"kind": failure.kind, "message": failure.message},
         "output": checked.value if ok and checked is not None else None,
         "usage": outcome.usage.model_dump(),
+        # A valid reply, whole, and which request it answers: the run takes it instead of paying for it again.
+        "reply": outcome.model_dump(mode="json") if ok else None,
+        "request_sha": request_sha(request),
     }
 
 
