@@ -46,7 +46,7 @@ from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.notify import completion, event, needs_attention, watch_stuck
 from freight.runner.pace import Pace
-from freight.runner.sample import request_sha, sampled_replies
+from freight.runner.sample import answered_by_sample, sampled_replies
 from freight.runner.settle import Settler
 from freight.runner.steps import StepClaims
 from freight.runner.stops import Strikes, advice
@@ -269,10 +269,10 @@ class Runner(BatchSteps):
                 break
             self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
             crashpoint("requests.created")
+            made += len(batch)
             batch = self._take_sampled(batch)
             # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
             self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
-            made += len(batch)
         return made > 0
 
     def _take_sampled(self, batch: list[Request]) -> list[Request]:
@@ -281,16 +281,7 @@ class Runner(BatchSteps):
         cost is the sample's, already in the job's cost."""
         if self._sampled is None:
             self._sampled = sampled_replies(self.store, self.job_id, self.opts)
-        if not self._sampled:
-            return batch
-        taken: list[tuple[str, Outcome]] = []
-        rest: list[Request] = []
-        for request in batch:
-            found = self._sampled.get(request.custom_id)
-            if found is not None and found[0] == request_sha(request):
-                taken.append((request.custom_id, found[1]))
-            else:
-                rest.append(request)
+        taken, rest = answered_by_sample(self._sampled, batch)
         if taken:
             self._record_page(taken, batch=False, paid=False)
             self.note(f"{len(taken)} document(s) the sample answered validly were taken as they were, not sent again")

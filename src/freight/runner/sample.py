@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.domain import Errored, ErrorKind, FreightError, Request, StopReason, Succeeded, Usage
+from freight.domain import Errored, ErrorKind, FreightError, Outcome, Request, StopReason, Succeeded, Usage
 from freight.plan.pricing import Pricer, PricingError
 from freight.plan.retries import project_retries
 from freight.providers import Provider, ProviderError
@@ -147,6 +147,22 @@ def sampled_replies(store: Store, job_id: str, opts: RunOptions) -> dict[str, tu
             if r.get("ok") and r.get("reply") and r.get("request_sha"):
                 found[r["custom_id"]] = (r["request_sha"], Succeeded.model_validate(r["reply"]))
     return found
+
+
+def answered_by_sample(
+    sampled: dict[str, tuple[str, Succeeded]], batch: list[Request]
+) -> tuple[list[tuple[str, Outcome]], list[Request]]:
+    """Split `batch` into (custom_id, the sample's reply) for the requests the sample answered validly - the very
+    request, by sha - and the requests still to send."""
+    taken: list[tuple[str, Outcome]] = []
+    rest: list[Request] = []
+    for request in batch:
+        found = sampled.get(request.custom_id)
+        if found is not None and found[0] == request_sha(request):
+            taken.append((request.custom_id, found[1]))
+        else:
+            rest.append(request)
+    return taken, rest
 
 
 def sample_spend(opts: RunOptions, used: list[tuple[str, Usage]]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 from freight.store.db import default_db, freight_home
 from freight.store.lease import DEFAULT_TTL, Holder, JobLease
-from freight.store.results import Decide, PageRow, Store, opened
+from freight.store.recording import Decide, PageRow
+from freight.store.results import Store, opened
 from freight.store.store import DuplicateOutcome, UnknownRequest
 from freight.store.work import Settlement
 
