@@ -1,7 +1,7 @@
 """How fast the local engine is in each layout, and how right: the quickstart's invoices, sent as the quickstart sends
 them (examples/invoices/prompt.txt + schema.json, the README's max_tokens, the engine's default temperature).
 
-    .venv/bin/python bench/engine.py [--n 30] [--max-tokens 256] [--layouts per-corex8,per-corex1,...,serve]
+    .venv/bin/python bench/engine.py [--n 30] [--max-tokens 128] [--layouts per-corex8,per-corex1,...,serve]
 
 Layouts (docs/engines.md explains them), POOLxN with N the sequences each llama.cpp context decodes together:
   per-corex1   one context per core, one thread each, one request at a time each
@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "examples" / "invoices"
-DEFAULT_MAX_TOKENS = 256  # what the README's first command passes
+DEFAULT_MAX_TOKENS = 128  # what the README's first command passes
 
 
 def _check_module() -> Any:

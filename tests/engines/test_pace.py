@@ -38,3 +38,13 @@ def test_a_batch_after_the_first_is_never_smaller_than_what_the_engine_decodes_a
     assert pace.next_size(slow, ceiling=None) == 16
     assert pace.next_size(slow, ceiling=10) == 10  # --batch-size stays the ceiling
     assert pace.next_size([], ceiling=None) == pace.first_size == 8  # the first two fill the 16 slots together
+
+
+def test_what_a_batch_would_leave_behind_goes_with_it_when_the_engine_could_take_it_at_once() -> None:
+    pace = Pace(target_seconds=60, min_size=16)
+    # 24 waiting, a batch of 8: the 16 left fill the engine's slots on their own, so they wait for the next batch.
+    assert pace.with_rest(8, waiting=24, ceiling=None) == 8
+    # 17 waiting: the 9 left would run alone at the end with 7 slots idle; they go now, with this batch.
+    assert pace.with_rest(8, waiting=17, ceiling=None) == 17
+    assert pace.with_rest(8, waiting=17, ceiling=12) == 12  # --batch-size stays the ceiling
+    assert pace.with_rest(40, waiting=3, ceiling=None) == 40  # fewer waiting than the size: the size stands

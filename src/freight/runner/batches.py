@@ -8,6 +8,7 @@ job stops (`freight resume JOB --resubmit-unacknowledged` to send it again) rath
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -75,15 +76,20 @@ class BatchSteps:
             moved = True
         limits = self.provider.limits
         size = self.batch_size
+        batchable: Iterator[Request] = self._batchable()
         if self.pace is not None:
             history = self.store.batches(self.job_id)
             if sum(1 for b in history if BatchState(b["state"]) in ACTIVE) >= self.pace.max_active:
                 return moved
             size = self.pace.next_size(history, self.batch_size)
+            if history:  # not the first batch, kept small so the first results come soon
+                ahead = list(itertools.islice(batchable, size + self.pace.min_size))
+                size = self.pace.with_rest(size, len(ahead), self.batch_size)
+                batchable = iter(ahead)
         if size:
             limits = limits.model_copy(update={"max_requests_per_batch": min(size, limits.max_requests_per_batch)})
         try:
-            for requests in pack_for(self.provider, self.budget.admit(self._batchable()), limits):
+            for requests in pack_for(self.provider, self.budget.admit(batchable), limits):
                 local = self._create_batch([r.custom_id for r in requests])
                 if local is None:  # the provider's shared limit of open batches is reached: wait for one to end
                     break

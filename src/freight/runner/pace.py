@@ -45,6 +45,15 @@ class Pace:
         size = self.first_size if rate is None else max(self.min_size, round(rate * self.target_seconds))
         return min(size, ceiling) if ceiling else size
 
+    def with_rest(self, size: int, waiting: int, ceiling: int | None) -> int:
+        """`size`, or every one of the `waiting` requests when what this batch would leave behind is less than the
+        engine decodes at once: a batch that small would run alone at the end of the job, most slots idle, after
+        waiting its turn. `waiting` need not be counted beyond `size + min_size`."""
+        if waiting - size >= self.min_size:
+            return size
+        size = max(size, waiting)
+        return min(size, ceiling) if ceiling else size
+
 
 def measured_rate(history: Sequence[dict[str, Any]], recent: int = 3) -> float | None:
     """Requests answered per second over the last `recent` ended batches, or None before one has ended: their

@@ -52,7 +52,7 @@ def _lib() -> Any:
 _quiet_callback: Any = None
 
 
-def _quiet(lib: Any) -> None:
+def quiet(lib: Any) -> None:
     """llama.cpp logs every load and context to stderr; the server's own log says what matters."""
     global _quiet_callback
     if _quiet_callback is None:
@@ -177,7 +177,7 @@ class Model:
 
     def __init__(self, path: Path) -> None:
         lib = _lib()
-        _quiet(lib)
+        quiet(lib)
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
         # No extra buffer types (AMX tiles, repacked weights): a CPU may report AMX that its kernel or hypervisor

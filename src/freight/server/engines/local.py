@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from freight.domain import Errored, ErrorKind, FreightError, Request, StopReason, Succeeded, Usage
-from freight.server.engines import modelfiles
+from freight.server.engines import modelfiles, reencode
 from freight.server.engines.grammar import gbnf_for
 
 DEFAULT_TEMPERATURE = 0.0
@@ -84,13 +84,13 @@ class LocalEngine:
         n_ctx: int = 0,
         slots: int = DEFAULT_SLOTS,
     ) -> None:
-        import_llama_cpp()
+        lib = import_llama_cpp()
         from freight.server.engines.llama_decode import Context, Continuations, Job, Model, Prefixes
 
         self.seed = seed
         self.model = modelfiles.resolve(model_path, model_sha256)
         self.model_name = self.model.name
-        self._llm = Model(self.model.path)
+        self._llm = Model(reencode.loadable(self.model, modelfiles.cache_folder(), lib))
         cores = os.cpu_count() or 1
         # per-core: one single-threaded context per core. shared: one context with every core's thread.
         contexts = max(1, min(workers or cores, cores)) if pool == "per-core" else 1
