@@ -43,6 +43,18 @@ def test_piped_lines_say_what_moved_with_rate_eta_and_cost_and_notes_once() -> N
     assert lines[3].startswith("[   40s] done 24") and len(lines) == 4
 
 
+def test_documents_final_before_the_run_began_are_not_in_its_rate() -> None:
+    # A resumed job (or one whose sample answered some documents): 19 + 1 were final when this run's clock started.
+    out = io.StringIO()
+    show = PlainDisplay(out)
+    before = _snap(0, 19, 10)
+    show(Snapshot(**{**before.__dict__, "finished_before": 20}))
+    show(Snapshot(**{**_snap(10, 24, 5).__dict__, "finished_before": 20}))
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("[    0s] done 19") and "-, eta -" in first  # no rate yet, not 20 documents in 0 s
+    assert "0.5 docs/s, eta 10s" in second  # 5 documents in 10 s: the 5 pending take 10 s more
+
+
 def test_json_events_are_one_object_a_line() -> None:
     out = io.StringIO()
     show = JsonDisplay(out)

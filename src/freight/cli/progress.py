@@ -39,7 +39,7 @@ class Figures:
     pending: int
     total: int
     batches: dict[str, int]
-    rate: float | None  # documents finished per second, over the run so far
+    rate: float | None  # documents finished per second by this run, over the run so far
     eta: float | None  # seconds, at that rate
     cost_usd: float | None  # None: a model of the run has no price, so the cost is unknown (never $0)
     elapsed: float
@@ -49,8 +49,9 @@ class Figures:
         done = s.items.get("succeeded", 0)
         failed = s.items.get("failed", 0) + s.items.get("canceled", 0)
         pending = s.items.get("pending", 0) + s.items.get("in_flight", 0)
-        finished = done + failed
-        rate = finished / s.elapsed if s.elapsed > 0 and finished else None
+        # Only what this run finished: a resumed job's earlier documents (or the sample's) came before its clock.
+        finished = done + failed - s.finished_before
+        rate = finished / s.elapsed if s.elapsed > 0 and finished > 0 else None
         eta = pending / rate if rate else None
         by_state = Counter(state for _, state, _ in s.batches)
         cost = s.cost_usd + spent_before if priced else None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from freight.domain import ExitCode, JobState
-from freight.runner.loop import Snapshot
+from freight.runner.loop import Snapshot, finished
 from freight.store import Store
 
 
@@ -30,7 +30,9 @@ class Ended:
     exit_code: int = ExitCode.OK
 
 
-def snapshot(store: Store, job_id: str, elapsed: float, after_event: int) -> tuple[Snapshot, int]:
+def snapshot(
+    store: Store, job_id: str, elapsed: float, after_event: int, finished_before: int = 0
+) -> tuple[Snapshot, int]:
     """The job as the runner's own progress display would see it, with the notes logged after event `after_event`.
     Returns it and the id of the last event read (where the next look starts)."""
     notes: list[str] = []
@@ -49,6 +51,7 @@ def snapshot(store: Store, job_id: str, elapsed: float, after_event: int) -> tup
             elapsed=elapsed,
             cost_usd=store.totals(job_id)["cost_usd"],
             notes=notes,
+            finished_before=finished_before,
         ),
         last,
     )
@@ -72,12 +75,13 @@ def follow(
     """Show the job's progress until it is completed, canceled or stopped; return how it ended. `on_idle` is called at
     each look where nothing moved (the CLI says there when no live worker is left to move it)."""
     started = clock()
+    before = finished(store.item_counts(job_id))  # what was final before following began: not in the rate
     seen = last_note_id(store, job_id)
     shown: tuple[object, ...] = ()
     while True:
         job = store.get_job(job_id)
         assert job is not None
-        snap, seen = snapshot(store, job_id, clock() - started, seen)
+        snap, seen = snapshot(store, job_id, clock() - started, seen, before)
         key = (job.state, tuple(sorted(snap.items.items())), tuple(snap.batches), snap.cost_usd)
         if key != shown or snap.notes:
             on_progress(snap)

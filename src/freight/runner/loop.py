@@ -68,6 +68,13 @@ class Snapshot:
     elapsed: float
     cost_usd: float
     notes: list[str] = field(default_factory=list)  # the notes made since the previous snapshot: show each once
+    # Documents already final when this run began (a resumed job's, the sample's): not counted in the rate.
+    finished_before: int = 0
+
+
+def finished(items: dict[str, int]) -> int:
+    """Documents that reached their outcome, by the store's item counts."""
+    return sum(items.get(state, 0) for state in ("succeeded", "failed", "canceled"))
 
 
 class Runner(BatchSteps):
@@ -111,6 +118,7 @@ class Runner(BatchSteps):
         self.notes: list[str] = []
         self._shown = 0
         self._started = clock()
+        self._finished_before: int | None = None
         # Held by the caller (the CLI takes it before the job is even created), or taken by run/cancel themselves.
         self.lease = lease
         # After a run died between submitting a batch and hearing back, and the provider cannot say whether it got
@@ -434,9 +442,13 @@ class Runner(BatchSteps):
         self.store.log(self.job_id, "note", message=message)
 
     def snapshot(self) -> Snapshot:
+        items = self.store.item_counts(self.job_id)
+        if self._finished_before is None:  # the first snapshot is taken as the loop starts
+            self._finished_before = finished(items)
         return Snapshot(
             job_id=self.job_id,
-            items=self.store.item_counts(self.job_id),
+            items=items,
+            finished_before=self._finished_before,
             batches=[
                 (r["provider_batch_id"] or "(preparing)", r["state"], r["n_requests"])
                 for r in self.store.batches(self.job_id)
