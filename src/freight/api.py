@@ -41,7 +41,7 @@ from freight.runner.notify import configure as configure_notify
 from freight.runner.notify import deliver as deliver_pending  # what earlier runs left unsent (even of an ended job)
 from freight.runner.sample import SampleSettings
 from freight.store import Holder, Store, opened
-from freight.target import EMBEDDED, Notice, connect, prepare, quiet
+from freight.target import EMBEDDED, Notice, connect, embedded_kept, prepare, quiet
 
 __all__ = [
     "EMBEDDED",
@@ -102,7 +102,12 @@ def run(
     opts.max_cost, opts.max_cost_cancel = max_cost, max_cost_cancel
     secret = configure_notify(opts, notify, notify_secret)
     wake = listener_for(opts.provider, webhook_listen, webhook_secret)
-    with wake or contextlib.nullcontext(), opened(db, store) as st, hold(st, job_id_for(opts), wait=wait) as lease:
+    with (
+        wake or contextlib.nullcontext(),
+        opened(db, store) as st,
+        hold(st, job_id_for(opts), wait=wait) as lease,
+        embedded_kept(),  # one embedded server for the sample and the run
+    ):
         job = Job.open(opts, store=st, api_key=api_key, on_notice=on_notice, lease=lease, notify_secret=secret)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(st.item_counts(job.job_id).items()))
         on_notice(f"{'resuming' if job.resumed else 'started'} {job.job_id} ({counts})")

@@ -222,30 +222,64 @@ EMBEDDED_POLL = 1.0
 EMBEDDED_MAX_POLL = 2.0
 
 
+# The embedded servers kept open by `embedded_kept`, by (engine, state file), with the key each was started with.
+_kept: dict[tuple[str, Path], tuple[Any, str]] | None = None
+_kept_stack: contextlib.ExitStack | None = None
+
+
 @contextlib.contextmanager
-def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
-    """The provider adapter for a run. On the embedded model, freight starts its own server (`freight serve`) on
-    loopback for the run, its state kept in FREIGHT_HOME so a resumed run finds its batches again, with a fresh key
-    that lives only as long as the run."""
-    if not opts.engine:
-        yield get_provider(opts.provider, base_url=opts.base_url, api_key=api_key)
+def embedded_kept() -> Iterator[None]:
+    """While open, every `connect` to the embedded model in this process talks to one server, started at the first and
+    stopped at the end: the sample and the run that follows it share it (and its loaded model) instead of starting
+    one each. Nested uses share the outer one."""
+    global _kept, _kept_stack
+    if _kept is not None:
+        yield
         return
+    with contextlib.ExitStack() as stack:
+        _kept, _kept_stack = {}, stack
+        try:
+            yield
+        finally:
+            _kept, _kept_stack = None, None
+
+
+def _embedded_server(engine: str, state: Path, stack: contextlib.ExitStack) -> tuple[Any, str]:
     from freight.server.testing import LocalServer
 
-    home = freight_home()
-    home.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(16)
     # The embedded server's timing is the engine's, not an emulation of a provider's: its queue and finalizing steps
     # are scaled to milliseconds, and its completion window is made long enough (EMBEDDED_WINDOW) that work a slow
     # local model has not reached yet waits for it instead of expiring and being computed again.
-    with LocalServer(
-        home / f"serve-{opts.engine}.db",
-        engine=opts.engine,
+    server = LocalServer(
+        state,
+        engine=engine,
         time_scale=EMBEDDED_TIME_SCALE,
         faults=f"window={EMBEDDED_WINDOW / EMBEDDED_TIME_SCALE:.0f}",
         api_key=key,
         subprocess=True,
-    ) as srv:
+    )
+    return stack.enter_context(server), key
+
+
+@contextlib.contextmanager
+def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
+    """The provider adapter for a run. On the embedded model, freight starts its own server (`freight serve`) on
+    loopback for the run, its state kept in FREIGHT_HOME so a resumed run finds its batches again, with a fresh key
+    that lives only as long as the server (one server for several connections inside `embedded_kept`)."""
+    if not opts.engine:
+        yield get_provider(opts.provider, base_url=opts.base_url, api_key=api_key)
+        return
+    home = freight_home()
+    home.mkdir(parents=True, exist_ok=True)
+    state = home / f"serve-{opts.engine}.db"
+    with contextlib.ExitStack() as own:
+        if _kept is not None and _kept_stack is not None:
+            if (opts.engine, state) not in _kept:
+                _kept[(opts.engine, state)] = _embedded_server(opts.engine, state, _kept_stack)
+            srv, key = _kept[(opts.engine, state)]
+        else:
+            srv, key = _embedded_server(opts.engine, state, own)
         try:
             base = srv.url_for(opts.provider)
         except KeyError:  # a plugin provider: the server's root, where every dialect is mounted

@@ -31,6 +31,7 @@ from freight.domain import FreightError, UsageError
 from freight.runner.checks import check_store_url
 from freight.runner.inputs import input_kind, read_input
 from freight.runner.job import RunOptions, job_id_for
+from freight.target import embedded_kept
 
 
 def _check_only(opts: RunOptions, db: str | None) -> None:
@@ -231,7 +232,8 @@ def run(
         follow_on_workers(db, job_id_for(opts), opts, as_json, labels, poll_interval)
         return
     # The lease comes first: two runs started at once must not both create, ingest and submit the same job.
-    with open_store(db, create=True) as store, hold_job(store, job_id_for(opts), wait) as lease:
+    # One embedded server (when the run is on the embedded model) for the sample and the run that follows it.
+    with open_store(db, create=True) as store, hold_job(store, job_id_for(opts), wait) as lease, embedded_kept():
         try:
             job = api.Job.open(opts, store=store, on_notice=notice, lease=lease, notify_secret=secret)
         except FreightError as exc:

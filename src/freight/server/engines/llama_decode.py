@@ -336,6 +336,7 @@ class Context:
         self.peers: list[Context] = peers if peers is not None else []
         self.peers.append(self)
         self.running = 0
+        self.load = 0  # tokens left to decode (`_measure`)
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx_seq * slots
         params.n_seq_max = slots
@@ -361,7 +362,7 @@ class Context:
         free = list(range(self.slots))
         stopping = False
         while True:
-            self.running = len(active)
+            self._measure(active)
             while free and not stopping and (not active or self._least_loaded()):
                 try:
                     job = self.jobs.get(block=not active)
@@ -376,7 +377,7 @@ class Context:
                     free.insert(0, seq)
                 else:
                     active.append(started)
-                    self.running = len(active)
+                    self._measure(active)
             if not active:
                 if stopping:
                     self._close()
@@ -394,8 +395,15 @@ class Context:
                 free.append(self._end(a))
             free.sort()
 
+    def _measure(self, active: list[_Active]) -> None:
+        self.running = len(active)
+        # The tokens still to decode, at most: what is left of each prompt and of each reply's max_tokens.
+        self.load = sum(len(a.job.prompt) - a.fed + a.job.max_tokens - len(a.job.tokens) for a in active)
+
     def _least_loaded(self) -> bool:
-        return all(self.running <= p.running for p in self.peers if p is not self and p.running < p.slots)
+        """No peer with a free slot has less left to decode: requests spread over the cores by their length, so a
+        long one does not leave one core finishing alone while the other is idle."""
+        return all(self.load <= p.load for p in self.peers if p is not self and p.running < p.slots)
 
     def _start(self, job: Job, seq: int) -> _Active | None:
         try:
