@@ -332,7 +332,7 @@ class Context:
         self.continuations = continuations
         self.prefixes = prefixes
         # The contexts sharing `jobs` (this one included): a context takes a new request only while no peer with a
-        # free slot is running fewer, so requests spread over the cores instead of filling the first context.
+        # free slot has less left to decode (`_least_loaded`), so requests spread over the cores by their length.
         self.peers: list[Context] = peers if peers is not None else []
         self.peers.append(self)
         self.running = 0
