@@ -8,8 +8,12 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+import pytest
+
 from freight.server.testing import LocalServer
 from freight.store import Store
+from freight.target import connect, embedded_kept, prepare
 
 from .conftest import batch_records, freight, write_docs, write_schema
 
@@ -94,3 +98,22 @@ def test_resume_goes_back_to_the_embedded_engine_the_job_ran_on(tmp_path: Path) 
     assert report["job"] == job["job_id"] and report["endpoint"] == "embedded:scripted"
     assert report["documents"] == 55 and report["failed"] == 55  # the prompt is still bad; every document answered
     assert not (tmp_path / "home" / "serve-local.db").exists()
+
+
+def test_the_sample_and_the_run_talk_to_one_embedded_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `freight run --sample` on the embedded model connects twice (the sample, then the run): inside
+    # `embedded_kept` (as the CLI and api.run hold it) both reach one server, started once; without it, each
+    # connection starts and stops its own.
+    monkeypatch.setenv("FREIGHT_HOME", str(tmp_path / "home"))
+    opts = prepare(write_docs(tmp_path, 2), provider="local", engine="scripted")
+    with embedded_kept():
+        with connect(opts) as sample, connect(opts) as run:
+            assert sample.base_url == run.base_url  # type: ignore[attr-defined]
+            assert httpx.get(f"{run.base_url}/v1/messages/batches", timeout=10).status_code == 401  # type: ignore[attr-defined]
+        with connect(opts) as later:
+            assert later.base_url == sample.base_url  # type: ignore[attr-defined]  # still up until the end
+        kept = sample.base_url  # type: ignore[attr-defined]
+    with pytest.raises(httpx.ConnectError):  # stopped with the block
+        httpx.get(f"{kept}/v1/messages/batches", timeout=5)
+    with connect(opts) as one, connect(opts) as two:
+        assert one.base_url != two.base_url  # type: ignore[attr-defined]
