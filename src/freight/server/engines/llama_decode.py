@@ -30,283 +30,19 @@ queue of jobs, so a free slot anywhere takes the next request.
 from __future__ import annotations
 
 import ctypes
-import math
 import queue
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-# llama-cpp-python's defaults for create_completion, which the engine has always used when a temperature is set.
-TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
-_PIECE_BUFFER = 256
-
-
-def _lib() -> Any:
-    import llama_cpp
-
-    return llama_cpp
-
-
-_quiet_callback: Any = None
-
-
-def quiet(lib: Any) -> None:
-    """llama.cpp logs every load and context to stderr; the server's own log says what matters."""
-    global _quiet_callback
-    if _quiet_callback is None:
-        _quiet_callback = lib.llama_log_callback(lambda level, text, user_data: None)
-        lib.llama_log_set(_quiet_callback, ctypes.c_void_p(0))
-
-
-@dataclass
-class Job:
-    """One request to decode, and what came of it. The engine fills the first part; the context the rest."""
-
-    prompt: list[int]
-    max_tokens: int
-    temperature: float
-    seed: int
-    grammar: str | None = None
-    stops: list[str] = field(default_factory=list)
-    # Filled in while decoding.
-    tokens: list[int] = field(default_factory=list)
-    text: bytearray = field(default_factory=bytearray)
-    finish: str = ""  # "stop" (end of turn), "length" (max_tokens or the context), "stop_sequence"
-    result: Future[Job] = field(default_factory=Future)
-
-
-@dataclass
-class _Cut:
-    """A greedy reply cut off at max_tokens, kept so the same request with a higher max_tokens carries on from it."""
-
-    tokens: list[int]
-    text: bytes
-    state: bytes  # the sequence's KV cells (llama_state_seq_get_data): the prompt and every token but the last
-
-
-class Continuations:
-    """Greedy replies cut at max_tokens, by request (prompt, grammar, stops), at most `limit` bytes of KV kept.
-
-    A reply cut at max_tokens is usually asked again with max_tokens doubled (freight's `raise_max_tokens`); decoded
-    greedily, the longer reply starts with the very tokens of the cut one. Restoring the cut reply's KV cells and
-    carrying on from its last token gives the bytes a fresh decode would (the cells are the same bytes, and every
-    step after is one token per sequence, as in a fresh decode), without computing the first max_tokens again.
-    Sampled replies (temperature > 0) are not kept: their seed depends on max_tokens, so the retry draws anew.
-    """
-
-    def __init__(self, limit: int = 256 << 20) -> None:
-        self.limit = limit
-        self._cuts: dict[tuple[object, ...], _Cut] = {}
-        self._lock = threading.Lock()
-        self.resumed = 0  # requests that carried on from a kept reply
-
-    @staticmethod
-    def key(job: Job) -> tuple[object, ...] | None:
-        return None if job.temperature > 0 else (tuple(job.prompt), job.grammar, tuple(job.stops))
-
-    def put(self, job: Job, state: bytes) -> None:
-        key = self.key(job)
-        if key is None or len(state) > self.limit:
-            return
-        with self._lock:
-            self._cuts.pop(key, None)
-            self._cuts[key] = _Cut(list(job.tokens), bytes(job.text), state)
-            while sum(len(c.state) for c in self._cuts.values()) > self.limit:
-                del self._cuts[next(iter(self._cuts))]  # the oldest
-
-    def get(self, job: Job) -> _Cut | None:
-        key = self.key(job)
-        if key is None:
-            return None
-        with self._lock:
-            cut = self._cuts.get(key)
-        return cut if cut is not None and len(cut.tokens) < job.max_tokens else None
-
-
-PREFIX_BLOCK = 64  # tokens: prompts are decoded in blocks this long, and the cells after each block are kept
-
-
-class Prefixes:
-    """The KV cells of prompts' leading blocks, by their tokens, at most `limit` bytes (the least recently used go).
-
-    Every prompt is decoded in blocks of PREFIX_BLOCK tokens from position 0, the last block taking the 64-127 tokens
-    left, so two prompts that start alike (one prompt template, one system prompt) decode their common leading blocks
-    the same way: the cells after a block are the same bytes whichever request computed them, and a request whose
-    leading blocks were decoded before starts from them. 64 is the smallest batch llama.cpp's faster CPU kernel
-    takes: smaller blocks would cost more than they save.
-    """
-
-    def __init__(self, limit: int = 128 << 20) -> None:
-        self.limit = limit
-        self._states: dict[tuple[int, ...], bytes] = {}
-        self._lock = threading.Lock()
-        self.reused = 0  # prompt tokens not decoded because their block was kept
-
-    @staticmethod
-    def chunk(prompt_left: int) -> int:
-        """The next block of a prompt with `prompt_left` tokens still to decode."""
-        return PREFIX_BLOCK if prompt_left >= 2 * PREFIX_BLOCK else prompt_left
-
-    def put(self, tokens: list[int], state: bytes) -> None:
-        key = tuple(tokens)
-        with self._lock:
-            if key in self._states or len(state) > self.limit:
-                return
-            self._states[key] = state
-            total = sum(len(v) for v in self._states.values())
-            while total > self.limit:
-                oldest = next(iter(self._states))
-                total -= len(self._states.pop(oldest))
-
-    def longest(self, prompt: list[int]) -> tuple[int, bytes] | None:
-        """The longest kept block boundary of `prompt` (one its own decoding passes through), with its cells."""
-        end = len(prompt) - PREFIX_BLOCK  # the last block takes what is left: boundaries stop before it
-        with self._lock:
-            for boundary in range(end - end % PREFIX_BLOCK, 0, -PREFIX_BLOCK):
-                state = self._states.pop(tuple(prompt[:boundary]), None)
-                if state is not None:
-                    self._states[tuple(prompt[:boundary])] = state  # most recently used
-                    return boundary, state
-        return None
-
-
-class Model:
-    """A GGUF model loaded once per process; contexts share its (memory-mapped) weights."""
-
-    def __init__(self, path: Path) -> None:
-        lib = _lib()
-        quiet(lib)
-        lib.llama_backend_init()
-        params = lib.llama_model_default_params()
-        # No extra buffer types (AMX tiles, repacked weights): a CPU may report AMX that its kernel or hypervisor
-        # does not let a process use, and llama.cpp built for that CPU then dies of SIGSEGV at the first matrix
-        # product (seen on a 2-core Xeon VM). The plain CPU kernels (AVX2/AVX-512) are what a model this small needs.
-        params.use_extra_bufts = False
-        model = lib.llama_model_load_from_file(str(path).encode(), params)
-        if not model:
-            raise ValueError(f"llama.cpp could not load {path}: is it a GGUF model file?")
-        self.ptr = model
-        self.vocab = lib.llama_model_get_vocab(model)
-        self.n_vocab: int = lib.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_train: int = lib.llama_model_n_ctx_train(model)
-        template = lib.llama_model_chat_template(model, None)
-        self.chat_template: str | None = template.decode("utf-8") if template else None
-        self._pieces: dict[int, bytes] = {}
-        self._eog: dict[int, bool] = {}
-
-    def token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return bytes(_lib().llama_vocab_get_text(self.vocab, token)).decode("utf-8", errors="replace")
-
-    def bos(self) -> int:
-        return int(_lib().llama_vocab_bos(self.vocab))
-
-    def eos(self) -> int:
-        return int(_lib().llama_vocab_eos(self.vocab))
-
-    def tokenize(self, text: str) -> list[int]:
-        """The prompt as the model reads it; special tokens written in the text (the chat template's) are parsed."""
-        lib = _lib()
-        data = text.encode("utf-8")
-        room = len(data) + 8
-        buf = (lib.llama_token * room)()
-        n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, False, True)
-        if n < 0:  # more tokens than bytes cannot happen, but the API says to retry with -n
-            room = -n
-            buf = (lib.llama_token * room)()
-            n = lib.llama_tokenize(self.vocab, data, len(data), buf, room, False, True)
-        return list(buf[:n])
-
-    def piece(self, token: int) -> bytes:
-        found = self._pieces.get(token)
-        if found is None:
-            buf = ctypes.create_string_buffer(_PIECE_BUFFER)
-            n = _lib().llama_token_to_piece(self.vocab, token, buf, _PIECE_BUFFER, 0, False)
-            found = self._pieces[token] = buf.raw[: max(n, 0)]
-        return found
-
-    def is_eog(self, token: int) -> bool:
-        found = self._eog.get(token)
-        if found is None:
-            found = self._eog[token] = bool(_lib().llama_vocab_is_eog(self.vocab, token))
-        return found
-
-
-class _Sampling:
-    """A request's samplers: a chain (greedy, or top-k/top-p/min-p/temperature/seeded draw) without the grammar, and
-    the same chain behind the grammar for the draws the grammar refuses."""
-
-    def __init__(self, model: Model, job: Job) -> None:
-        lib = _lib()
-        self.lib = lib
-        self.grammar: Any = None
-        self.free = self._chain(job, None)
-        self.bound: Any = None
-        if job.grammar is not None:
-            self.grammar = lib.llama_sampler_init_grammar(model.vocab, job.grammar.encode(), b"root")
-            if not self.grammar:
-                self.close()
-                raise ValueError("llama.cpp could not parse the grammar made from the JSON Schema")
-            self.bound = self._chain(job, self.grammar)  # owns the grammar sampler from here on
-        self._one = (lib.llama_token_data * 1)()
-        self._one_array = lib.llama_token_data_array(self._one, 1, -1, False)
-
-    def _chain(self, job: Job, grammar: Any) -> Any:
-        lib = self.lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        steps = [grammar] if grammar is not None else []
-        if job.temperature <= 0:
-            steps.append(lib.llama_sampler_init_greedy())
-        else:
-            steps += [
-                lib.llama_sampler_init_top_k(TOP_K),
-                lib.llama_sampler_init_top_p(TOP_P, 1),
-                lib.llama_sampler_init_min_p(MIN_P, 1),
-                lib.llama_sampler_init_temp(job.temperature),
-                lib.llama_sampler_init_dist(job.seed & 0xFFFFFFFF),
-            ]
-        for step in steps:
-            lib.llama_sampler_chain_add(chain, step)
-        return chain
-
-    def _allowed(self, token: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
-        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
-        self.lib.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
-        return not math.isinf(self._one[0].logit)
-
-    def sample(self, ctx: Any, index: int) -> int:
-        lib = self.lib
-        token = int(lib.llama_sampler_sample(self.free, ctx, index))
-        if self.grammar is None:
-            return token
-        if self._allowed(token):
-            lib.llama_sampler_accept(self.grammar, token)
-            return token
-        # The grammar over the whole vocabulary, then the same draw on what it leaves (accepted by the chain).
-        return int(lib.llama_sampler_sample(self.bound, ctx, index))
-
-    def accept(self, token: int) -> None:
-        """Take a token as if it had been sampled (a resumed reply's): the grammar moves past it."""
-        if self.grammar is not None:
-            self.lib.llama_sampler_accept(self.grammar, token)
-
-    def close(self) -> None:
-        for chain in (self.free, self.bound):
-            if chain is not None:
-                self.lib.llama_sampler_free(chain)
-        # The grammar sampler belongs to the bound chain and went with it.
-        self.free = self.bound = self.grammar = None
+from freight.server.engines.llama_cells import Continuations, Cut, Prefixes
+from freight.server.engines.llama_model import PIECE_BUFFER, Job, Model, Sampling, _lib
 
 
 @dataclass
 class _Active:
     job: Job
     seq: int
-    sampling: _Sampling
+    sampling: Sampling
     fed: int = 0  # prompt tokens already decoded
     pos: int = 0  # next position in the sequence
     next_token: int | None = None  # sampled, not yet decoded
@@ -407,7 +143,7 @@ class Context:
 
     def _start(self, job: Job, seq: int) -> _Active | None:
         try:
-            sampling = _Sampling(self.model, job)
+            sampling = Sampling(self.model, job)
         except Exception as exc:  # a grammar llama.cpp refuses: this request fails, the context carries on
             job.result.set_exception(exc)
             return None
@@ -429,7 +165,7 @@ class Context:
         self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
         return False
 
-    def _resume(self, a: _Active, cut: _Cut) -> None:
+    def _resume(self, a: _Active, cut: Cut) -> None:
         """Carry on from a cut reply: its cells back in this sequence, its tokens taken, its last token next."""
         if not self._restore(a.seq, cut.state):
             return  # not restorable here: decoded from the start instead
@@ -499,7 +235,7 @@ class Context:
         job.tokens.append(token)
         job.text += self.model.piece(token)
         if job.stops:
-            tail = bytes(job.text[-(max(len(s.encode()) for s in job.stops) + _PIECE_BUFFER) :])
+            tail = bytes(job.text[-(max(len(s.encode()) for s in job.stops) + PIECE_BUFFER) :])
             if any(s in tail.decode("utf-8", errors="ignore") for s in job.stops):
                 job.finish = "stop_sequence"
                 return True

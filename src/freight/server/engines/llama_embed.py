@@ -3,7 +3,7 @@ mean pooling, one input decoded at a time.
 
 Why not `Llama(embedding=True).embed`: in llama-cpp-python 0.3.36 it crashed the process (SIGSEGV) on the SmolLM2
 GGUF. The likely cause was the CPU's extra buffer types (a CPU reporting AMX it cannot use); the model is loaded
-without them (engines/llama_decode.Model), and this context shares that model, its weights mapped once.
+without them (engines/llama_model.Model), and this context shares that model, its weights mapped once.
 
 Each input is decoded whole in one micro-batch (mean pooling wants every token of the sequence together), from an
 empty memory, so an input's vector never depends on what the context embedded before. The vector is the mean of the
@@ -17,7 +17,7 @@ import math
 import threading
 from typing import Any
 
-from freight.server.engines.llama_decode import Model, _lib
+from freight.server.engines.llama_model import Model, _lib
 
 # Input tokens per text. llama.cpp decodes a pooled input in one micro-batch, whose buffers grow with it: 2,048 keeps
 # the context small (the chat contexts take the model's full window); a longer input is a context_length_exceeded.

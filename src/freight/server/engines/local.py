@@ -85,7 +85,9 @@ class LocalEngine:
         slots: int = DEFAULT_SLOTS,
     ) -> None:
         lib = import_llama_cpp()
-        from freight.server.engines.llama_decode import Context, Continuations, Job, Model, Prefixes
+        from freight.server.engines.llama_cells import Continuations, Prefixes
+        from freight.server.engines.llama_decode import Context
+        from freight.server.engines.llama_model import Job, Model
 
         self.seed = seed
         self.model = modelfiles.resolve(model_path, model_sha256)

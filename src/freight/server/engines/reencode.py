@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from freight.server.engines.llama_decode import quiet
+from freight.server.engines.llama_model import quiet
 from freight.server.engines.modelfiles import ModelFile
 
 
