@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -31,22 +30,18 @@ from freight.domain import (
     JobState,
     JobStopped,
     Outcome,
-    Request,
     Succeeded,
     Usage,
 )
 from freight.providers import Provider, ProviderError
 from freight.runner.batches import ACTIVE, PAGE, BatchSteps
 from freight.runner.budget import Budget, CostCapReached
-from freight.runner.build import build_request
-from freight.runner.chunking import preflight_overflows
 from freight.runner.crash import crashpoint
 from freight.runner.hedge import HedgePolicy, Hedger
-from freight.runner.ids import base_custom_id
 from freight.runner.job import RunOptions
 from freight.runner.notify import completion, event, needs_attention, watch_stuck
 from freight.runner.pace import Pace
-from freight.runner.sample import answered_by_sample, sampled_replies
+from freight.runner.sending import SendSteps
 from freight.runner.settle import Settler
 from freight.runner.steps import StepClaims
 from freight.runner.stops import Strikes, advice
@@ -77,7 +72,7 @@ def finished(items: dict[str, int]) -> int:
     return sum(items.get(state, 0) for state in ("succeeded", "failed", "canceled"))
 
 
-class Runner(BatchSteps):
+class Runner(SendSteps, BatchSteps):
     def __init__(
         self,
         store: Store,
@@ -257,68 +252,6 @@ class Runner(BatchSteps):
             )
         notify = event(self.store, self.job_id, self.opts, "job.stopped", state=JobState.CANCELED, reason="canceled")
         self.store.set_job_state(self.job_id, JobState.CANCELED, notify=notify)
-
-    # --- building and sending -------------------------------------------------------------------------------------
-
-    def create_first_requests(self, limit: int | None = None) -> bool:
-        """Build and record the first request of pending documents (all of them, or about `limit`)."""
-        template = self.opts.template()
-        made = 0
-        while limit is None or made < limit:
-            batch: list[Request] = []
-            page = PAGE if limit is None else min(PAGE, limit - made)
-            for item in self.store.iter_items(self.job_id, ItemState.PENDING, limit=page):
-                batch.append(
-                    build_request(
-                        template, custom_id=base_custom_id(item.item_id), item_id=item.item_id, document=item.text
-                    )
-                )
-            if not batch:
-                break
-            self.store.add_requests(self.job_id, batch, mode="sync" if self.opts.mode == "sync" else "batch")
-            crashpoint("requests.created")
-            made += len(batch)
-            batch = self._take_sampled(batch)
-            # Pre-flight: a document over the window (by the model's counter) is split before it is ever sent.
-            self._record_page(preflight_overflows(self.tokens, batch), batch=self.opts.mode != "sync")
-        return made > 0
-
-    def _take_sampled(self, batch: list[Request]) -> list[Request]:
-        """The sample gate's valid replies answer their requests (the very requests: same custom_id, same body), so
-        what the sample paid for is not sent and paid for again; the rest of `batch` is returned to be sent. Their
-        cost is the sample's, already in the job's cost."""
-        if self._sampled is None:
-            self._sampled = sampled_replies(self.store, self.job_id, self.opts)
-        taken, rest = answered_by_sample(self._sampled, batch)
-        if taken:
-            self._record_page(taken, batch=False, paid=False)
-            self.note(f"{len(taken)} document(s) the sample answered validly were taken as they were, not sent again")
-        return rest
-
-    def run_sync(self) -> bool:
-        requests = self.store.requests_in_state(self.job_id, "created", mode="sync", limit=64)
-        requests = list(self.budget.admit(requests, batch=False))
-        if not requests:
-            return False
-        refused: ProviderError | None = None
-        answered: list[tuple[str, Outcome]] = []
-        with ThreadPoolExecutor(self.sync_concurrency) as pool:
-            for request, outcome in zip(requests, pool.map(self._send, requests), strict=True):
-                if isinstance(outcome, Errored) and outcome.kind is ErrorKind.AUTH:
-                    # Not the request's fault: left unanswered, to be sent again once the key is fixed.
-                    refused = ProviderError(outcome.kind, outcome.message, raw_type=outcome.raw_type)
-                    continue
-                answered.append((request.custom_id, outcome))
-        self._record_page(answered, batch=False)
-        if refused is not None:
-            self._stop_on("sending requests synchronously", refused)
-        return True
-
-    def _send(self, request: Request) -> Succeeded | Errored:
-        try:
-            return self.provider.send(request)
-        except ProviderError as exc:
-            return Errored(kind=exc.kind, raw_type=exc.raw_type, message=str(exc))
 
     # --- the cost cap (runner/budget.py) -------------------------------------------------------------------------
 
