@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from freight.cli import app
 from freight.domain import Batch, BatchState, ExitCode, JobState, JobStopped, Message, Request
 from freight.providers import get_provider
+from freight.providers.retry import RetryPolicy
 from freight.runner.job import RunOptions, open_job
 from freight.runner.loop import Runner
 from freight.server.testing import LocalServer
@@ -193,7 +194,10 @@ def test_a_results_download_that_keeps_failing_stops_the_job_within_its_bound(tm
     ):
         opts = RunOptions(input=str(_docs(tmp_path, 6)), provider="anthropic", model=MODEL, base_url=srv.base_url)
         job, _ = open_job(store, opts)
-        provider = get_provider("anthropic", base_url=srv.base_url, api_key=srv.api_key)
+        # The adapter's own backoff between its attempts (up to 6, 1 s doubling) is not what this test is about: it
+        # would spend about 45 s sleeping here. Each read still fails all of its attempts.
+        no_waits = RetryPolicy(sleep=lambda s: None)
+        provider = get_provider("anthropic", base_url=srv.base_url, api_key=srv.api_key, retry=no_waits)
         seen: list[list[str]] = []
         runner = Runner(
             store,
