@@ -16,11 +16,11 @@ from freight.domain import FreightError, JobState, UsageError
 from freight.providers import key_env
 from freight.runner.accuracy import Labels, gate_message, judge
 from freight.runner.budget import current_cap, set_cap
-from freight.runner.feed import FINAL, ResultsFeed
+from freight.runner.feed import ResultsFeed
 from freight.runner.hedge import policy_for
 from freight.runner.job import RunOptions, open_job, resume_job
 from freight.runner.listen import WebhookListener
-from freight.runner.loop import Runner, Snapshot
+from freight.runner.loop import Runner, Snapshot, finished
 from freight.runner.notify import deliver, event
 from freight.runner.pace import Pace
 from freight.runner.report import Written, build_report, priced, render_report
@@ -237,7 +237,7 @@ class Job:
         feed = ResultsFeed(self.store, self.job_id, self.out_dir())
 
         def progress(snapshot: Snapshot) -> None:
-            feed.update(sum(n for state, n in snapshot.items.items() if state in FINAL))
+            feed.update(finished(snapshot.items))
             if on_progress is not None:
                 on_progress(snapshot)
 

@@ -222,9 +222,21 @@ EMBEDDED_POLL = 1.0
 EMBEDDED_MAX_POLL = 2.0
 
 
-# The embedded servers kept open by `embedded_kept`, by (engine, state file), with the key each was started with.
-_kept: dict[tuple[str, Path], tuple[Any, str]] | None = None
-_kept_stack: contextlib.ExitStack | None = None
+class _Kept:
+    """The embedded servers `embedded_kept` holds open, by (engine, state file), each with the key it was started
+    with; they stop with `stack`."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.servers: dict[tuple[str, Path], tuple[Any, str]] = {}
+
+    def server(self, engine: str, state: Path) -> tuple[Any, str]:
+        if (engine, state) not in self.servers:
+            self.servers[(engine, state)] = _embedded_server(engine, state, self.stack)
+        return self.servers[(engine, state)]
+
+
+_kept: _Kept | None = None
 
 
 @contextlib.contextmanager
@@ -232,16 +244,16 @@ def embedded_kept() -> Iterator[None]:
     """While open, every `connect` to the embedded model in this process talks to one server, started at the first and
     stopped at the end: the sample and the run that follows it share it (and its loaded model) instead of starting
     one each. Nested uses share the outer one."""
-    global _kept, _kept_stack
+    global _kept
     if _kept is not None:
         yield
         return
     with contextlib.ExitStack() as stack:
-        _kept, _kept_stack = {}, stack
+        _kept = _Kept(stack)
         try:
             yield
         finally:
-            _kept, _kept_stack = None, None
+            _kept = None
 
 
 def _embedded_server(engine: str, state: Path, stack: contextlib.ExitStack) -> tuple[Any, str]:
@@ -274,12 +286,7 @@ def connect(opts: RunOptions, api_key: str | None = None) -> Iterator[Provider]:
     home.mkdir(parents=True, exist_ok=True)
     state = home / f"serve-{opts.engine}.db"
     with contextlib.ExitStack() as own:
-        if _kept is not None and _kept_stack is not None:
-            if (opts.engine, state) not in _kept:
-                _kept[(opts.engine, state)] = _embedded_server(opts.engine, state, _kept_stack)
-            srv, key = _kept[(opts.engine, state)]
-        else:
-            srv, key = _embedded_server(opts.engine, state, own)
+        srv, key = _kept.server(opts.engine, state) if _kept is not None else _embedded_server(opts.engine, state, own)
         try:
             base = srv.url_for(opts.provider)
         except KeyError:  # a plugin provider: the server's root, where every dialect is mounted

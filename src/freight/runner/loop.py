@@ -68,8 +68,8 @@ class Snapshot:
 
 
 def finished(items: dict[str, int]) -> int:
-    """Documents that reached their outcome, by the store's item counts."""
-    return sum(items.get(state, 0) for state in ("succeeded", "failed", "canceled"))
+    """Documents that reached their outcome (a terminal `ItemState`), by the store's item counts."""
+    return sum(n for state, n in items.items() if ItemState(state).terminal)
 
 
 class Runner(SendSteps, BatchSteps):
