@@ -101,7 +101,7 @@ def status(
 
 
 def _step_claim(row: dict[str, Any]) -> dict[str, Any]:
-    """Which worker slot holds the batch now (a live step claim, store/claims.py) and which one ingested it."""
+    """Which worker slot holds the batch now (a live step claim, store/step_claims.py) and which one ingested it."""
     until = row.get("claim_expires_at")
     live = row.get("claimed_by") is not None and until is not None and until.timestamp() > time.time()
     return {"held_by": row["claimed_by"] if live else None, "ingested_by": row.get("ingested_by")}

@@ -1,5 +1,5 @@
 """Step claims for a job's holder: each batch is claimed before it is polled or ingested, so the other workers of the
-store can take the batches this runner is not working on (`store/claims.py` says how; `runner/worker.py` is the
+store can take the batches this runner is not working on (`store/step_claims.py` says how; `runner/worker.py` is the
 worker that uses both sides).
 
 The Runner knows nothing of workers: it is given a `StepClaims` (default None: `freight run`, which claims nothing)

@@ -9,8 +9,8 @@ one primary-key row. The unit of claim is the job: one worker advances a job at 
 One job, many workers: the holder claims each of its batches before it polls or ingests it (`runner/steps.py`), and
 a slot with no job to take helps instead: it claims the next batch step of a job another worker holds - ingesting an
 ended batch's results (record + settle), or polling a batch its holder has not polled lately - does it, and releases
-it (`store/claims.py`). Creating, packing and submitting stay the holder's alone. A helper never stops a job: an error
-it meets leaves the batch to be stepped again, and the holder, meeting the same error, decides.
+it (`store/step_claims.py`). Creating, packing and submitting stay the holder's alone. A helper never stops a job: an
+error it meets leaves the batch to be stepped again, and the holder, meeting the same error, decides.
 
 What may be killed where: anywhere. A worker killed outright keeps its claims until their heartbeat expires (at once
 for a dead process on the same host for a job; after the ttl for a batch), then another worker takes each job (or

@@ -104,7 +104,7 @@ class BatchStore(StoreBase):
     def mark_ingested(self, local_id: int) -> None:
         with self.engine.begin() as conn:
             row = self._batch_row(conn, local_id)
-            # Who ingested it: the worker slot whose step claim it is (store/claims.py); None for `freight run`.
+            # Who ingested it: the worker slot whose step claim it is (store/step_claims.py); None for `freight run`.
             conn.execute(
                 batches.update()
                 .where(batches.c.id == local_id)

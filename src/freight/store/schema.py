@@ -90,7 +90,7 @@ batches = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=True),
-    # Step claims (migration 10, store/claims.py): the worker slot polling or ingesting this batch now, until when
+    # Step claims (migration 10, store/step_claims.py): the worker slot polling or ingesting this batch now, until when
     # its claim holds without a heartbeat; when the batch was last polled (by anyone); who ingested it.
     sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("claim_expires_at", sa.DateTime(timezone=True), nullable=True),
